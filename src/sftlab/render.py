@@ -33,6 +33,7 @@ class Rendered:
     turn_ends: list[int] = field(default_factory=list)
     id: str = ""
     source: str = ""
+    kind: str = "chat"  # "text" rows: plain documents, every token trained, no turns
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -157,7 +158,7 @@ class Renderer:
         if eos is not None:
             ids = ids + [eos]
         mask = [0] + [1] * (len(ids) - 1) if ids else []
-        return Rendered(ids, mask, [len(ids)], conv.id, conv.source)
+        return Rendered(ids, mask, [len(ids)], conv.id, conv.source, kind="text")
 
     def render_prompt(self, messages: list[dict] | Conversation) -> list[int]:
         """Token ids of a prompt ending with the generation prompt (for generation and eval)."""

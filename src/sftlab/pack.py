@@ -1,0 +1,235 @@
+"""Length policy, packing and batches.
+
+Packed rows hold several examples back to back with position_ids restarting at 0 for each;
+transformers turns restarting position_ids into a block-diagonal attention (no attention across
+examples) as long as the forward call gets NO attention_mask and use_cache=False
+(tests/test_pack.py compares packed logits with per-example logits to prove it).
+
+Label shift happens here and only here: labels[t] is the token to predict at position t, i.e.
+input_ids[t+1] when that token is trained, else -100; it never crosses an example boundary.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from sftlab.render import Rendered
+
+LengthPolicy = Literal["drop", "truncate", "split"]
+IGNORE = -100
+
+
+@dataclass
+class LengthReport:
+    max_len: int
+    policy: str
+    examples_in: int = 0
+    examples_out: int = 0
+    too_long: int = 0
+    dropped: int = 0
+    truncated: int = 0
+    split_into: int = 0  # pieces produced from examples that were split
+    tokens_in: int = 0
+    tokens_out: int = 0
+    trained_tokens_in: int = 0
+    trained_tokens_out: int = 0
+    partial_turns_untrained: int = 0  # assistant turns cut before their stop token: not trained
+    dropped_no_trained: int = 0  # pieces left with nothing to train on
+    dropped_ids: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.too_long:
+            return f"length policy: all {self.examples_in} examples fit in {self.max_len} tokens"
+        lost_trained = self.trained_tokens_in - self.trained_tokens_out
+        return (
+            f"length policy '{self.policy}' (max_len {self.max_len}): {self.too_long} of {self.examples_in} "
+            f"examples were too long -> dropped {self.dropped}, truncated {self.truncated}, "
+            f"split into {self.split_into} pieces; {self.partial_turns_untrained} partially cut assistant "
+            f"turns left untrained; {self.dropped_no_trained} pieces dropped with nothing to train; "
+            f"tokens {self.tokens_in} -> {self.tokens_out}, trained tokens lost: {lost_trained} "
+            f"({100 * lost_trained / max(1, self.trained_tokens_in):.2f}%)"
+        )
+
+
+def _cut(r: Rendered, start: int, end: int, report: LengthReport) -> Rendered | None:
+    """Tokens [start, end) of r. A chat assistant turn cut before its stop token is untrained."""
+    ids, mask = r.input_ids[start:end], list(r.loss_mask[start:end])
+    ends = [t - start for t in r.turn_ends if start < t <= end]
+    if r.kind != "text":
+        last_end = ends[-1] if ends else 0
+        if any(mask[last_end:]):
+            mask[last_end:] = [0] * (len(mask) - last_end)
+            report.partial_turns_untrained += 1
+    if start > 0:
+        mask[0] = 0  # the first token of a piece has no context to be predicted from
+    if not any(mask):
+        report.dropped_no_trained += 1
+        return None
+    return Rendered(ids, mask, ends, r.id, r.source, r.kind)
+
+
+def apply_length_policy(examples: list[Rendered], max_len: int, policy: LengthPolicy) -> tuple[list[Rendered], LengthReport]:
+    rep = LengthReport(max_len=max_len, policy=policy)
+    out: list[Rendered] = []
+    for r in examples:
+        rep.examples_in += 1
+        rep.tokens_in += len(r)
+        rep.trained_tokens_in += r.n_trained
+        if len(r) <= max_len:
+            out.append(r)
+            continue
+        rep.too_long += 1
+        if policy == "drop":
+            rep.dropped += 1
+            rep.dropped_ids.append(r.source or r.id)
+            continue
+        if policy == "truncate":
+            rep.truncated += 1
+            piece = _cut(r, 0, max_len, rep)
+            if piece is not None:
+                out.append(piece)
+            continue
+        # split: at assistant-turn ends (whole turns per piece) for chat, fixed windows for text
+        start, pieces = 0, 0
+        while start < len(r):
+            if len(r) - start <= max_len:
+                end = len(r)
+            else:
+                fits = [t for t in r.turn_ends if start < t <= start + max_len] if r.kind != "text" else []
+                end = fits[-1] if fits else start + max_len  # one turn longer than max_len: cut it
+            piece = _cut(r, start, end, rep)
+            if piece is not None:
+                out.append(piece)
+                pieces += 1
+            if r.kind != "text" and not any(r.loss_mask[end:]):
+                break  # what is left (e.g. a closing newline) has nothing to train
+            start = end
+        rep.split_into += pieces
+    rep.examples_out = len(out)
+    rep.tokens_out = sum(len(r) for r in out)
+    rep.trained_tokens_out = sum(r.n_trained for r in out)
+    return out, rep
+
+
+def pack_bins(lengths: list[int], budget: int) -> list[list[int]]:
+    """Best-fit-decreasing: indices grouped into bins of total length <= budget.
+
+    Each item goes to the fullest bin it still fits in (least remaining space), so bins end up
+    ~99% full on typical chat length mixes; items are placed longest first.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    remaining: list[int] = []  # sorted remaining capacities
+    bin_of: list[int] = []  # parallel: bin index for each entry of `remaining`
+    bins: list[list[int]] = []
+    for i in order:
+        n = lengths[i]
+        if n > budget:
+            raise ValueError(f"example of {n} tokens exceeds the packing budget {budget}; apply the length policy first")
+        k = bisect.bisect_left(remaining, n)
+        if k < len(remaining):
+            cap, b = remaining.pop(k), bin_of.pop(k)
+        else:
+            cap, b = budget, len(bins)
+            bins.append([])
+        bins[b].append(i)
+        cap -= n
+        k = bisect.bisect_left(remaining, cap)
+        remaining.insert(k, cap)
+        bin_of.insert(k, b)
+    return bins
+
+
+def shifted_labels(r: Rendered) -> list[int]:
+    """labels[t] = input_ids[t+1] if that token is trained, else -100. The one label shift."""
+    ids, mask = r.input_ids, r.loss_mask
+    return [ids[t + 1] if mask[t + 1] else IGNORE for t in range(len(ids) - 1)] + [IGNORE]
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [B, L]
+    labels: torch.Tensor  # [B, L], already shifted (see module docstring)
+    position_ids: torch.Tensor  # [B, L]
+    attention_mask: torch.Tensor | None = None  # only for padded batches
+    n_examples: int = 0
+    n_tokens: int = 0  # real (non-pad) tokens
+
+    @property
+    def n_trained(self) -> int:
+        return int((self.labels != IGNORE).sum())
+
+    def model_inputs(self) -> dict:
+        d = {"input_ids": self.input_ids, "position_ids": self.position_ids, "use_cache": False}
+        if self.attention_mask is not None:
+            d["attention_mask"] = self.attention_mask
+        return d
+
+
+def collate_packed(examples: list[Rendered]) -> Batch:
+    """One row: examples back to back, position_ids restarting, no attention_mask."""
+    ids, labels, pos = [], [], []
+    for r in examples:
+        ids += r.input_ids
+        labels += shifted_labels(r)
+        pos += range(len(r))
+    t = lambda x: torch.tensor([x], dtype=torch.long)  # noqa: E731
+    return Batch(t(ids), t(labels), t(pos), None, len(examples), len(ids))
+
+
+def collate_padded(examples: list[Rendered], pad_id: int) -> Batch:
+    """Right-padded rows with an attention mask (the classic layout; kept for comparison)."""
+    width = max(len(r) for r in examples)
+    B = len(examples)
+    ids = torch.full((B, width), pad_id, dtype=torch.long)
+    labels = torch.full((B, width), IGNORE, dtype=torch.long)
+    att = torch.zeros((B, width), dtype=torch.long)
+    for b, r in enumerate(examples):
+        n = len(r)
+        ids[b, :n] = torch.tensor(r.input_ids)
+        labels[b, :n] = torch.tensor(shifted_labels(r))
+        att[b, :n] = 1
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    return Batch(ids, labels, pos, att, B, int(att.sum()))
+
+
+@dataclass
+class PackedDataset:
+    """The training stream: bins of examples, reshuffled each epoch with a seeded RNG."""
+
+    examples: list[Rendered]
+    budget: int
+    padded: bool = False
+    batch_size: int = 1  # examples per batch in padded mode
+    pad_id: int = 0
+    seed: int = 0
+    bins: list[list[int]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.padded:
+            order = list(range(len(self.examples)))
+            self.bins = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        else:
+            self.bins = pack_bins([len(r) for r in self.examples], self.budget)
+
+    def __len__(self) -> int:
+        return len(self.bins)
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        order = list(range(len(self.bins)))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        return order
+
+    def batch(self, bin_index: int) -> Batch:
+        items = [self.examples[i] for i in self.bins[bin_index]]
+        return collate_padded(items, self.pad_id) if self.padded else collate_packed(items)
+
+    def fill_ratio(self) -> float:
+        if self.padded:
+            real = sum(len(r) for r in self.examples)
+            return real / max(1, sum(max(len(self.examples[i]) for i in b) * len(b) for b in self.bins))
+        return sum(len(r) for r in self.examples) / max(1, self.budget * len(self.bins))
