@@ -1,0 +1,137 @@
+"""Data preparation for training: load -> render + mask -> pre-flight -> length policy -> pack.
+
+Every stage reports what it did; nothing is dropped without being counted here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from sftlab.config import DataConfig, TrainConfig
+from sftlab.conversation import Conversation
+from sftlab.data.config import DataSourceConfig
+from sftlab.errors import DataError, Problem, TemplateError
+from sftlab.pack import LengthReport, PackedDataset, apply_length_policy
+from sftlab.render import Rendered, Renderer, preflight
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def load_source(src: DataSourceConfig, on_error: str) -> tuple[list[Conversation], str]:
+    """One configured source -> conversations, plus a one-line summary of what loading did."""
+    if src.path.startswith(BUILTIN_PREFIX):
+        from sftlab.builtin.tasks import train_eval_split
+
+        name = src.path[len(BUILTIN_PREFIX) :]
+        if name not in ("tasks", "tasks-train", "tasks-eval"):
+            raise DataError(Problem(src.path, "path", "unknown built-in data set", "use builtin:tasks-train or builtin:tasks-eval"))
+        train, evaluation = train_eval_split(seed=0)
+        convs = evaluation if name == "tasks-eval" else train
+        convs = convs[: src.limit] if src.limit else convs
+        return convs, f"{src.path}: {len(convs)} conversations (built-in suite)"
+    from sftlab.data import load_conversations
+
+    res = load_conversations(
+        src.path, format=src.format, columns=src.columns, on_error=on_error, split=src.split, streaming=src.streaming, limit=src.limit
+    )
+    return res.conversations, f"{src.path}: " + res.stats.summary().replace("\n", "; ")
+
+
+def load_sources(sources: list[DataSourceConfig], on_error: str, seed: int) -> tuple[list[Conversation], list[str]]:
+    """All sources, mixed by weight: weight w keeps round(w * n) rows of a source of n rows
+    (w > 1 repeats rows; w < 1 subsamples) — the simple, explicit mixing rule."""
+    out: list[Conversation] = []
+    notes: list[str] = []
+    rng = random.Random(seed)
+    for src in sources:
+        convs, note = load_source(src, on_error)
+        if src.weight != 1.0:
+            want = round(src.weight * len(convs))
+            whole, part = divmod(want, max(1, len(convs)))
+            convs = convs * whole + rng.sample(convs, part)
+            note += f" -> weight {src.weight}: {len(convs)} rows"
+        out += convs
+        notes.append(note)
+    return out, notes
+
+
+def data_fingerprint(rendered: list[Rendered]) -> str:
+    h = hashlib.sha256()
+    for r in rendered:
+        h.update(len(r.input_ids).to_bytes(4, "little"))
+        h.update(bytes(str(r.input_ids), "ascii"))
+        h.update(bytes(r.loss_mask))
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Prepared:
+    train: PackedDataset
+    eval: PackedDataset | None
+    length_report: LengthReport
+    notes: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+
+    def summary(self) -> str:
+        lines = list(self.notes)
+        lines.append(self.length_report.summary())
+        tr = self.train
+        trained = sum(r.n_trained for r in tr.examples)
+        total = sum(len(r) for r in tr.examples)
+        layout = f"{len(tr)} packed rows of <= {tr.budget} tokens (fill {tr.fill_ratio():.1%})" if not tr.padded else f"{len(tr)} padded batches (non-pad {tr.fill_ratio():.1%})"
+        lines.append(f"train: {len(tr.examples)} examples, {total} tokens, {trained} trained ({trained / max(1, total):.1%}); {layout}")
+        if self.eval is not None:
+            lines.append(f"eval: {len(self.eval.examples)} examples in {len(self.eval)} batches")
+        return "\n".join(lines)
+
+
+def render_all(renderer: Renderer, convs: list[Conversation], desc: str) -> list[Rendered]:
+    out = []
+    problems = []
+    for c in tqdm(convs, desc=desc, unit="ex", leave=False, mininterval=1.0):
+        try:
+            out.append(renderer.render(c))
+        except TemplateError as e:
+            problems.append(Problem(c.source or c.id, "messages", str(e)))
+    if problems:
+        raise DataError(problems, header=f"{len(problems)} example(s) could not be rendered with the chat template:")
+    return out
+
+
+def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id: int) -> Prepared:
+    convs, notes = load_sources(data.train, data.on_error, train_cfg.seed)
+    if data.eval:
+        eval_convs, eval_notes = load_sources(data.eval, data.on_error, train_cfg.seed)
+        notes += [f"eval {n}" for n in eval_notes]
+    elif data.eval_fraction > 0:
+        order = list(range(len(convs)))
+        random.Random(train_cfg.seed).shuffle(order)
+        n_eval = max(1, int(len(convs) * data.eval_fraction))
+        eval_convs = [convs[i] for i in order[:n_eval]]
+        convs = [convs[i] for i in sorted(order[n_eval:])]
+        notes.append(f"held out {n_eval} examples ({data.eval_fraction:.0%}) for eval loss")
+    else:
+        eval_convs = []
+    if not convs:
+        raise DataError(Problem("data.train", "", "no training examples were loaded", "check the paths and formats"))
+
+    report = preflight(renderer, convs)
+    if not report.ok:
+        raise TemplateError(report.format())
+
+    rendered = render_all(renderer, convs, "render train")
+    rendered, length_report = apply_length_policy(rendered, data.max_len, data.length_policy)
+    budget = max(train_cfg.tokens_per_batch, data.max_len)
+    train = PackedDataset(rendered, budget, padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id, seed=train_cfg.seed)
+    eval_ds = None
+    if eval_convs:
+        ev = render_all(renderer, eval_convs, "render eval")
+        ev, ev_report = apply_length_policy(ev, data.max_len, data.length_policy)
+        if ev_report.too_long:
+            notes.append("eval " + ev_report.summary())
+        eval_ds = PackedDataset(ev, budget, padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id, seed=0)
+    return Prepared(train, eval_ds, length_report, notes, data_fingerprint(rendered))

@@ -1,0 +1,315 @@
+"""The training loop. Read it top to bottom.
+
+Loss normalisation: one optimizer step = `grad_accum` micro-batches on each of `world` processes.
+Its loss is   sum of token cross-entropies over all of them / number of trained tokens in all of
+them   — every trained token weighs the same, however the tokens fall into micro-batches or
+processes. Each micro-batch backpropagates  loss_sum * world / n_step  because DDP averages
+gradients over processes. tests/test_train.py checks batch 8 x 1 step == batch 1 x 8 accumulated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from sftlab.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from sftlab.config import RunConfig
+from sftlab.errors import SftlabError
+from sftlab.loss import summed_loss
+from sftlab.model import add_lora, count_parameters, load_model, load_tokenizer, save_model
+from sftlab.pack import Batch, PackedDataset
+from sftlab.prepare import Prepared, prepare
+from sftlab.render import Renderer
+from sftlab.templates import apply_template
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_dir: Path
+    steps: int
+    final_loss: float
+    eval_loss: float | None
+    trained_tokens: int
+    seconds: float
+    stopped_early: str = ""
+
+
+def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, model=None, tokenizer=None) -> TrainResult:
+    """Train as configured. `model`/`tokenizer` may be passed in (tests, notebooks)."""
+    accelerator = Accelerator()
+    is_main = accelerator.is_main_process
+    log = accelerator.print
+    out = Path(cfg.train.output_dir)
+    check_output_dir(out, resume=resume, overwrite=overwrite, is_main=is_main)
+    accelerator.wait_for_everyone()
+    set_seed(cfg.train.seed)
+
+    # ---- tokenizer, template, data -------------------------------------------------------------
+    if tokenizer is None:
+        tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    added_tokens = apply_template(tokenizer, cfg.model.template, add_missing_tokens=cfg.model.add_special_tokens)
+    renderer = Renderer(tokenizer, train_on=cfg.data.train_on)
+    data: Prepared = prepare(renderer, cfg.data, cfg.train, pad_id=tokenizer.pad_token_id or 0)
+    log(data.summary())
+
+    # ---- model ----------------------------------------------------------------------------------
+    if model is None:
+        model = load_model(
+            cfg.model.name,
+            dtype=cfg.model.dtype,
+            attn_implementation=cfg.model.attn_implementation,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
+    if added_tokens:
+        model.resize_token_embeddings(len(tokenizer))
+    if cfg.lora.enabled:
+        model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+    trainable, total = count_parameters(model)
+    log(f"model: {cfg.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trainable ({'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'})")
+
+    # ---- optimisation ---------------------------------------------------------------------------
+    world = accelerator.num_processes
+    micro_per_step = cfg.train.grad_accum * world
+    steps_per_epoch = math.ceil(len(data.train) / micro_per_step)
+    total_steps = cfg.train.max_steps or max(1, math.ceil(steps_per_epoch * cfg.train.epochs))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay)
+    scheduler = get_scheduler(
+        cfg.train.schedule if cfg.train.schedule != "constant" else "constant_with_warmup",
+        optimizer,
+        num_warmup_steps=round(cfg.train.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    # ---- resume ---------------------------------------------------------------------------------
+    meta = {"config_fingerprint": cfg.fingerprint(), "data_fingerprint": data.fingerprint}
+    start_step = 0
+    if resume and (ckpts := list_checkpoints(out)):
+        state = load_checkpoint(ckpts[-1], accelerator.unwrap_model(model), optimizer, scheduler)
+        for key, value in meta.items():
+            if state.meta.get(key) != value:
+                raise SftlabError(
+                    f"cannot resume from {state.path}: the {key.split('_')[0]} changed since it was saved "
+                    f"({state.meta.get(key)} -> {value}). Use the original config/data, or start a new output_dir."
+                )
+        start_step = state.step
+        log(f"resumed from {state.path} at step {start_step}")
+    metrics_path = out / "metrics.jsonl"
+    if is_main:
+        truncate_metrics(metrics_path, start_step)
+
+    # ---- stop cleanly on SIGINT/SIGTERM: finish the step, save, exit --------------------------
+    stop_requested: list[str] = []
+    previous_handlers = install_stop_handlers(stop_requested)
+
+    # ---- the loop ---------------------------------------------------------------------------------
+    model.train()
+    started = time.time()
+    trained_tokens = 0
+    real_tokens = 0
+    last_loss = float("nan")
+    eval_loss = None
+    nonfinite_in_a_row = 0
+    stopped_early = ""
+    bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not is_main, dynamic_ncols=True)
+    try:
+        for step in range(start_step, total_steps):
+            batches = step_batches(data.train, step, micro_per_step, accelerator.process_index, world)
+            step_loss, n_step, step_real = accumulate_gradients(model, batches, accelerator)
+            real_tokens += step_real
+            if not math.isfinite(step_loss):
+                optimizer.zero_grad(set_to_none=True)
+                nonfinite_in_a_row += 1
+                log(f"step {step + 1}: non-finite loss ({step_loss}); step skipped ({nonfinite_in_a_row} in a row)")
+                if nonfinite_in_a_row >= cfg.train.max_nonfinite_steps:
+                    stopped_early = f"{nonfinite_in_a_row} non-finite losses in a row"
+                    break
+                scheduler.step()
+                continue
+            nonfinite_in_a_row = 0
+            grad_norm = None
+            if cfg.train.max_grad_norm:
+                grad_norm = float(accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            last_loss = step_loss
+            trained_tokens += n_step
+            elapsed = time.time() - started
+            record = {
+                "step": step + 1,
+                "epoch": round((step + 1) / steps_per_epoch, 4),
+                "loss": round(step_loss, 6),
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": grad_norm,
+                "trained_tokens": n_step,
+                "trained_tokens_per_s": round(trained_tokens / elapsed, 1),
+                "elapsed_s": round(elapsed, 2),
+            }
+            if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0 and data.eval is not None:
+                eval_loss = evaluate_loss(model, data.eval, accelerator)
+                record["eval_loss"] = round(eval_loss, 6)
+                model.train()
+            if is_main:
+                append_jsonl(metrics_path, record)
+            bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{trained_tokens / elapsed:.0f}", refresh=False)
+            bar.update(1)
+            done = step + 1
+            if (cfg.train.save_every and done % cfg.train.save_every == 0) or stop_requested:
+                if is_main:
+                    save_checkpoint(out, done, accelerator.unwrap_model(model), optimizer, scheduler, meta, cfg.train.keep_checkpoints)
+                accelerator.wait_for_everyone()
+            if stop_requested:
+                stopped_early = f"stopped by {stop_requested[0]} after step {done}; resume with --resume"
+                break
+    finally:
+        bar.close()
+        restore_handlers(previous_handlers)
+
+    steps_done = step + 1 if total_steps > start_step else start_step
+    final_dir = out / "final"
+    if not stopped_early:
+        if data.eval is not None:
+            eval_loss = evaluate_loss(model, data.eval, accelerator)
+        if is_main:
+            save_checkpoint(out, steps_done, accelerator.unwrap_model(model), optimizer, scheduler, meta, cfg.train.keep_checkpoints)
+            save_model(accelerator.unwrap_model(model), tokenizer, final_dir)
+    result = TrainResult(out, final_dir, steps_done, last_loss, eval_loss, trained_tokens, time.time() - started, stopped_early)
+    if is_main:
+        (out / "run.json").write_text(json.dumps({"config": cfg.model_dump(mode="json"), "result": _jsonable(result), "data": data.summary()}, indent=2))
+        msg = f"done: {steps_done} steps, loss {last_loss:.4f}" + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
+        log(msg + (f" ({stopped_early})" if stopped_early else f"; model saved to {final_dir}"))
+    return result
+
+
+# ---- helpers (each small, each used above) ---------------------------------------------------------
+def accumulate_gradients(model, batches: list[Batch], accelerator: Accelerator) -> tuple[float, int, int]:
+    """Backpropagate one optimizer step's micro-batches; returns (loss, trained tokens, real tokens).
+
+    Gradients equal those of  sum(token CE over the whole step, all processes) / trained tokens
+    of the whole step: the count is all-reduced BEFORE any backward, each micro-batch scales its
+    summed loss by world / n_step, and DDP's gradient average divides the world back out.
+    """
+    world = accelerator.num_processes
+    n_local = sum(b.n_trained for b in batches)
+    n_step = int(accelerator.reduce(torch.tensor(n_local), reduction="sum"))
+    loss_sum = torch.zeros(())
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        with _nullcontext() if last else accelerator.no_sync(model):  # sync grads once per step
+            loss, _ = summed_loss(model, batch)
+            accelerator.backward(loss * world / max(1, n_step))
+        loss_sum += loss.detach().float()
+    step_loss = float(accelerator.reduce(loss_sum, reduction="sum")) / max(1, n_step)
+    return step_loss, n_step, sum(b.n_tokens for b in batches)
+
+
+def step_batches(ds: PackedDataset, step: int, micro_per_step: int, rank: int, world: int) -> list[Batch]:
+    """This process's micro-batches for `step`. Epoch order is a pure function of (seed, epoch), so
+    the step number alone fixes the data position (exact resume). Every process gets the same
+    number of micro-batches — an empty one fills a short final step — so DDP collectives match."""
+    per_epoch = math.ceil(len(ds) / micro_per_step)
+    epoch, k = divmod(step, per_epoch)
+    order = ds.epoch_order(epoch)
+    group = order[k * micro_per_step : (k + 1) * micro_per_step]
+    mine = group[rank::world]
+    batches = [ds.batch(i) for i in mine]
+    per_process = math.ceil(micro_per_step / world)
+    while len(batches) < per_process:
+        batches.append(empty_like(ds.batch(order[0])))
+    return batches
+
+
+def empty_like(batch: Batch) -> Batch:
+    """Same shapes, nothing trained: lets a process without data join the step's collectives."""
+    return Batch(batch.input_ids, torch.full_like(batch.labels, -100), batch.position_ids, batch.attention_mask, 0, 0)
+
+
+@torch.no_grad()
+def evaluate_loss(model, ds: PackedDataset, accelerator: Accelerator) -> float:
+    """Mean cross-entropy per trained token over the eval set (response loss, as in training)."""
+    model.eval()
+    total = torch.zeros(())
+    count = torch.zeros(())
+    for i in range(accelerator.process_index, len(ds), accelerator.num_processes):
+        loss, n = summed_loss(model, ds.batch(i))
+        total += loss
+        count += n
+    total = accelerator.reduce(total, reduction="sum")
+    count = accelerator.reduce(count, reduction="sum")
+    return float(total / count.clamp(min=1))
+
+
+def check_output_dir(out: Path, *, resume: bool, overwrite: bool, is_main: bool) -> None:
+    if not is_main:
+        return
+    if out.exists() and any(out.iterdir()) and not resume:
+        if not overwrite:
+            raise SftlabError(f"output folder {out.resolve()} is not empty: pass --resume to continue that run or --overwrite to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / ".write-test"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise SftlabError(f"output folder {out.resolve()} is not writable: {e}") from e
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """On resume, forget metrics logged after the checkpoint so the log matches an unbroken run."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def install_stop_handlers(flag: list[str]):
+    def handler(signum, _frame):
+        flag.append(signal.Signals(signum).name)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not in the main thread (e.g. a notebook worker): no handler
+            pass
+    return previous
+
+
+def restore_handlers(previous: dict) -> None:
+    for sig, h in previous.items():
+        signal.signal(sig, h)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _jsonable(result: TrainResult) -> dict:
+    d = dict(result.__dict__)
+    d["output_dir"], d["final_dir"] = str(result.output_dir), str(result.final_dir)
+    return d
