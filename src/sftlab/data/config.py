@@ -1,17 +1,52 @@
-"""One data source in a YAML config."""
+"""The YAML shape of one data source (a `data:` list entry in a training config)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sftlab.data.formats import FIELD_NAMES, FORMATS
 
 
 class DataSourceConfig(BaseModel):
+    """One source: a file, folder, glob, or 'hf:<dataset id>'.
+
+    columns maps OUR field name -> YOUR column name, e.g. {instruction: question, output: answer}.
+    weight is the source's share in a mixture (used by the mixing step, not by the loader).
+    """
+
     model_config = ConfigDict(extra="forbid")
 
-    path: str  # file, folder, glob, hub id, or "builtin:tasks"
+    path: str
     format: str = "auto"
     columns: dict[str, str] | None = None
     split: str = "train"
-    weight: float = 1.0
+    weight: float = Field(default=1.0, gt=0)
     streaming: bool = False
-    limit: int | None = None
+    limit: int | None = Field(default=None, ge=0)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        if v != "auto" and v not in FORMATS:
+            raise ValueError(f"format must be auto or one of {', '.join(FORMATS)}, got {v!r}")
+        return v
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        unknown = [k for k in v or {} if k not in FIELD_NAMES]
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown}; keys are our field names ({', '.join(FIELD_NAMES)}), "
+                             "values your column names")
+        return v
+
+    def load_kwargs(self) -> dict:
+        """Keyword arguments for load_conversations / iter_conversations (sources = self.path)."""
+        return {"format": self.format, "columns": self.columns, "split": self.split,
+                "streaming": self.streaming, "limit": self.limit}
+
+    def load(self, **kw):
+        """Load this source: load_conversations(self.path, **self.load_kwargs(), **kw)."""
+        from sftlab.data.load import load_conversations
+
+        return load_conversations(self.path, **{**self.load_kwargs(), **kw})

@@ -1,0 +1,492 @@
+"""load_conversations / iter_conversations: files, folders, globs and `datasets` -> Conversations.
+
+Flow per file: reader (parse only) -> format detection (from the first row whose keys match a
+format; or forced with format=) -> adapter + validation -> Conversation. Problems:
+  on_error="raise": keep reading the file to collect up to 20 problems, then raise one DataError
+                    (nothing more is yielded once a problem is seen).
+  on_error="skip":  skip the row, count it by reason, write it to `rejects_path` (JSONL) if given.
+A file that cannot be used at all (empty, unreadable, columns missing) is, in skip mode, skipped
+whole and listed in `stats.skipped_files`. Loading nothing at all is always an error.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from sftlab.conversation import Conversation
+from sftlab.data.formats import (
+    FIELD_NAMES,
+    FORMATS,
+    REQUIRED,
+    RowError,
+    detect_format,
+    formats_help,
+    rename_columns,
+    to_conversation,
+)
+from sftlab.data.readers import (
+    EXTENSIONS,
+    MAX_LINE_BYTES,
+    FileError,
+    RawRow,
+    read_csv,
+    read_dataset,
+    read_json,
+    read_jsonl,
+    read_parquet,
+    read_text,
+)
+from sftlab.errors import ConfigError, DataError, Problem
+
+MAX_PROBLEMS_PER_FILE = 20
+DETECT_ROWS = 50  # rows of a file looked at to detect its format before giving up
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+OnError = Literal["raise", "skip"]
+Source = str | Path | Any  # Any: a datasets.Dataset / IterableDataset / DatasetDict
+
+
+@dataclass
+class LoadStats:
+    rows_read: int = 0
+    loaded: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows skipped
+    by_format: dict[str, int] = field(default_factory=dict)  # format -> rows loaded
+    by_file: dict[str, int] = field(default_factory=dict)  # file -> rows loaded
+    dropped_empty_system: int = 0  # empty system messages removed from loaded rows
+    skipped_files: dict[str, str] = field(default_factory=dict)  # file -> reason (skip mode)
+    ignored_files: list[str] = field(default_factory=list)  # files in folders with no known extension
+
+    @property
+    def n_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def summary(self) -> str:
+        lines = [f"loaded {self.loaded:,} of {self.rows_read:,} rows read from {len(self.by_file)} file(s)"]
+        if self.by_format:
+            lines.append("  by format: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.by_format.items())))
+        for name, n in self.by_file.items():
+            lines.append(f"  {name}: {n:,}")
+        if self.skipped:
+            lines.append(f"  skipped {self.n_skipped:,} rows: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.skipped.items())))
+        for name, reason in self.skipped_files.items():
+            lines.append(f"  skipped file {name}: {reason}")
+        if self.dropped_empty_system:
+            lines.append(f"  dropped {self.dropped_empty_system:,} empty system message(s)")
+        if self.ignored_files:
+            lines.append(f"  ignored {len(self.ignored_files)} file(s) of unknown type: " + ", ".join(self.ignored_files[:5])
+                         + (" ..." if len(self.ignored_files) > 5 else ""))
+        return "\n".join(lines)
+
+
+@dataclass
+class LoadResult:
+    conversations: list[Conversation]
+    stats: LoadStats
+
+
+class ConversationStream(Iterator[Conversation]):
+    """What iter_conversations returns: iterate it for Conversations; `.stats` (a LoadStats)
+    is updated as rows are read and is complete once the iteration ends."""
+
+    def __init__(self, rows: Iterator[Conversation], stats: LoadStats):
+        self._rows = rows
+        self.stats = stats
+
+    def __iter__(self) -> ConversationStream:
+        return self
+
+    def __next__(self) -> Conversation:
+        return next(self._rows)
+
+    def close(self) -> None:
+        self._rows.close()
+
+
+# ---- sources -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    kind: str  # jsonl | json | csv | tsv | parquet | text | hf | hf_disk | hf_object
+    display: str
+    path: Path | None = None
+    obj: Any = None
+
+
+def _is_dataset_object(x: Any) -> bool:
+    return type(x).__module__.startswith("datasets.")
+
+
+def _folder_files(folder: Path, display: str, ignored: list[str]) -> list[_Source]:
+    out = []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if not p.is_file() or any(part.startswith(".") for part in rel.parts):
+            continue  # hidden files (.gitattributes, .DS_Store) and folders (.git) are not data
+        name = os.path.join(display, *rel.parts)
+        kind = EXTENSIONS.get(p.suffix.lower())
+        if kind:
+            out.append(_Source(kind, name, p))
+        else:
+            ignored.append(name)
+    return out
+
+
+def resolve_sources(sources: Source | list[Source], ignored: list[str]) -> list[_Source]:
+    """Paths, folders, globs, 'hf:' ids and dataset objects -> a flat, ordered list of sources."""
+    items = sources if isinstance(sources, (list, tuple)) else [sources]
+    if not items:
+        raise DataError(Problem("sources", "", "no data sources given", "pass a file, folder, glob or dataset"))
+    out: list[_Source] = []
+    problems: list[Problem] = []
+    for item in items:
+        if _is_dataset_object(item):
+            name = getattr(getattr(item, "info", None), "dataset_name", None) or "dataset"
+            out.append(_Source("hf_object", f"hf:{name}", obj=item))
+            continue
+        if not isinstance(item, (str, Path)):
+            problems.append(Problem(repr(item)[:60], "", f"unsupported source type {type(item).__name__}",
+                                    "pass a path, a glob, 'hf:<dataset id>' or a datasets.Dataset"))
+            continue
+        text = str(item)
+        if text.startswith("hf:"):
+            out.append(_Source("hf", text, obj=text[3:]))
+            continue
+        path = Path(text)
+        if any(c in text for c in "*?["):
+            matches = sorted(glob.glob(text, recursive=True))
+            found = [m for m in matches if Path(m).is_file() and EXTENSIONS.get(Path(m).suffix.lower())]
+            ignored += [m for m in matches if Path(m).is_file() and m not in found]
+            if not found:
+                problems.append(Problem(text, "", "glob matches no data files (.jsonl .json .csv .tsv .parquet .txt)",
+                                        "check the pattern; use ** with a folder to search it recursively"))
+            out += [_Source(EXTENSIONS[Path(m).suffix.lower()], m, Path(m)) for m in found]
+        elif path.is_dir():
+            if (path / "dataset_info.json").exists() and (path / "state.json").exists():
+                out.append(_Source("hf_disk", f"hf:{text}", path=path))  # written by Dataset.save_to_disk
+                continue
+            files = _folder_files(path, text, ignored)
+            if not files:
+                problems.append(Problem(text, "", "folder holds no data files (.jsonl .json .csv .tsv .parquet .txt)",
+                                        "point at the folder that holds the data"))
+            out += files
+        elif path.is_file():
+            kind = EXTENSIONS.get(path.suffix.lower())
+            if kind is None:
+                problems.append(Problem(text, "", f"unsupported file type '{path.suffix}'",
+                                        f"use one of {', '.join(EXTENSIONS)} (or rename the file)"))
+            else:
+                out.append(_Source(kind, text, path))
+        elif HUB_ID.match(text) and not path.suffix.lower() in EXTENSIONS:
+            out.append(_Source("hf", f"hf:{text}", obj=text))  # named by the user: a dataset id
+        else:
+            problems.append(Problem(text, "", "no such file or folder", "check the path (relative paths start at the current folder)"))
+    if problems:
+        raise DataError(problems)
+    return out
+
+
+def _open_dataset(src: _Source, split: str, streaming: bool) -> tuple[Any, str]:
+    import datasets
+
+    try:
+        if src.kind == "hf_object":
+            ds = src.obj
+        elif src.kind == "hf_disk":
+            ds = datasets.load_from_disk(str(src.path))
+        else:
+            ds = datasets.load_dataset(src.obj, split=split, streaming=streaming)
+    except Exception as e:  # datasets raises many types (FileNotFoundError, DatasetNotFoundError, ...)
+        raise FileError("unreadable_dataset", Problem(
+            src.display, "", f"cannot load with datasets: {type(e).__name__}: {str(e)[:300]}",
+            "check the dataset id or path (and that it is available offline), or prefix hub ids with hf:")) from None
+    if isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        if split not in ds:
+            raise FileError("unknown_split", Problem(
+                src.display, "split", f"no split {split!r}; it has: {', '.join(ds)}", f"pass split= one of {', '.join(ds)}"))
+        ds = ds[split]
+    return ds, split
+
+
+# ---- the loader ----------------------------------------------------------------------------
+
+
+class _Loader:
+    def __init__(self, sources: list[_Source], *, format: str, columns: dict[str, str] | None, on_error: OnError,
+                 rejects_path: Path | None, split: str, streaming: bool, limit: int | None,
+                 require_response: bool, max_line_bytes: int, text_blocks: bool, stats: LoadStats):
+        self.sources = sources
+        self.format = format
+        self.columns = columns
+        self.on_error = on_error
+        self.rejects_path = rejects_path
+        self.split = split
+        self.streaming = streaming
+        self.limit = limit
+        self.require_response = require_response
+        self.max_line_bytes = max_line_bytes
+        self.text_blocks = text_blocks
+        self.stats = stats
+        self._rejects = None
+        self._rejects_tmp = ""
+
+    # rejects: written to a temp file beside the target, moved into place at the end
+    def _reject(self, source: str, reason: str, problems: list[Problem], record: Any = None, raw: str | None = None) -> None:
+        self.stats.skipped[reason] = self.stats.skipped.get(reason, 0) + 1
+        if self.rejects_path is None:
+            return
+        if self._rejects is None:
+            self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._rejects_tmp = tempfile.mkstemp(prefix=".rejects-", dir=self.rejects_path.parent)
+            self._rejects = os.fdopen(fd, "wb")
+        entry = {"source": source, "reason": reason, "problems": [str(p) for p in problems]}
+        if record is not None:
+            entry["row"] = record
+        elif raw is not None:
+            entry["raw"] = raw
+        self._rejects.write(orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+
+    def _finish_rejects(self) -> None:
+        if self.rejects_path is None:
+            return
+        if self._rejects is None:  # an empty rejects file says "none", which a missing file does not
+            self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self._rejects_tmp = tempfile.mkstemp(prefix=".rejects-", dir=self.rejects_path.parent)
+            self._rejects = os.fdopen(fd, "wb")
+        self._rejects.close()
+        os.replace(self._rejects_tmp, self.rejects_path)
+
+    def _done(self) -> bool:
+        return self.limit is not None and self.stats.loaded >= self.limit
+
+    def run(self) -> Iterator[Conversation]:
+        ok = False
+        try:
+            for src in self.sources:
+                if self._done():
+                    break
+                yield from self._one_source(src)
+            ok = True
+        finally:
+            if ok or self.on_error == "skip":
+                self._finish_rejects()
+            elif self._rejects is not None:
+                self._rejects.close()
+                os.unlink(self._rejects_tmp)
+        if self.stats.loaded == 0 and self.limit != 0:
+            names = ", ".join(s.display for s in self.sources[:3]) + (" ..." if len(self.sources) > 3 else "")
+            raise DataError(Problem(names, "", "no conversations were loaded\n" + self.stats.summary(),
+                                    "see the skipped counts above (and the rejects file, if given)"))
+
+    def _rows(self, src: _Source) -> Iterator[RawRow]:
+        if src.kind == "jsonl":
+            return read_jsonl(src.path, src.display, self.max_line_bytes)
+        if src.kind == "json":
+            return read_json(src.path, src.display, self.max_line_bytes)
+        if src.kind in ("csv", "tsv"):
+            return read_csv(src.path, src.display, self.max_line_bytes, "," if src.kind == "csv" else "\t")
+        if src.kind == "parquet":
+            return read_parquet(src.path, src.display)
+        if src.kind == "text":
+            return read_text(src.path, src.display, self.text_blocks)
+        ds, split = _open_dataset(src, self.split, self.streaming)
+        name = src.display[3:]
+        src.display = f"hf:{name}[{split}]"
+        return read_dataset(ds, name, split)
+
+    def _with_format(self, rows: Iterator[RawRow], src: _Source) -> Iterator[tuple[str, RawRow]]:
+        """Tag rows with the file's format: forced, or detected from the first row that matches."""
+        forced = "text" if src.kind == "text" else (None if self.format == "auto" else self.format)
+        buffer: list[RawRow] = []
+        fmt = forced
+        n_objects = 0
+        first_keys: list[str] | None = None
+        n_rows = 0
+        for raw in rows:
+            self.stats.rows_read += 1
+            n_rows += 1
+            if fmt is not None:
+                if raw.tabular and first_keys is None:
+                    first_keys = list(raw.record)
+                    self._check_columns(first_keys, fmt, src)
+                yield fmt, raw
+                continue
+            buffer.append(raw)
+            if raw.error is None and isinstance(raw.record, dict):
+                n_objects += 1
+                keys = rename_columns(raw.record, self.columns).keys()
+                if first_keys is None:
+                    first_keys = list(raw.record)
+                fmt = detect_format(keys)
+                if fmt is None and raw.tabular:
+                    self._check_columns(first_keys, None, src)
+                if fmt is not None:
+                    for b in buffer:
+                        yield fmt, b
+                    buffer = []
+                elif n_objects >= DETECT_ROWS:
+                    break
+        if fmt is not None:
+            return
+        if n_rows == 0:
+            raise FileError("empty_file", Problem(src.display, "", "file has no rows (only blank lines)",
+                                                  "remove the file or add rows"))
+        for b in buffer:  # rows that failed to parse are still reported, in order
+            if b.error is not None:
+                yield "", b
+        if n_objects:
+            raise FileError("unknown_format", Problem(
+                src.display, "", f"cannot tell the format from the keys {first_keys} (first of {n_objects} rows looked at); "
+                f"formats need: {formats_help()}",
+                f"pass format=... and a columns= mapping, e.g. {self._suggest(first_keys)}"))
+
+    @staticmethod
+    def _suggest(keys: list[str] | None) -> str:
+        keys = [k for k in (keys or []) if k not in ("id", "meta")]
+        if len(keys) >= 2:
+            return f'format="alpaca", columns={{"instruction": {keys[0]!r}, "output": {keys[1]!r}}}'
+        return f'format="text", columns={{"text": {keys[0]!r}}}' if keys else 'format="text"'
+
+    def _check_columns(self, header: list[str], fmt: str | None, src: _Source) -> None:
+        """CSV/Parquet: the columns a format needs must all be there (after the columns= mapping)."""
+        keys = rename_columns(dict.fromkeys(header), self.columns).keys()
+        needed = {fmt: REQUIRED[fmt]} if fmt else REQUIRED
+        if fmt and all(k in keys for k in REQUIRED[fmt]):
+            return
+        need = "; ".join(f"{f} needs {', '.join(REQUIRED[f])}" for f in needed)
+        mapped = f" (after columns={self.columns})" if self.columns else ""
+        missing = f"missing {', '.join(k for k in REQUIRED[fmt] if k not in keys)}; " if fmt else ""
+        raise FileError("missing_columns", Problem(
+            src.display, "", f"{missing}the file has columns {', '.join(header)}{mapped}, but {need}",
+            f"rename the columns or map them, e.g. {self._suggest(header)}"))
+
+    def _one_source(self, src: _Source) -> Iterator[Conversation]:
+        problems: list[Problem] = []
+        raising = self.on_error == "raise"
+        by_file = 0
+        try:
+            for fmt, raw in self._with_format(self._rows(src), src):
+                error = raw.error
+                conv = None
+                if error is None:
+                    try:
+                        rec = rename_columns(raw.record, self.columns)
+                        conv, dropped = to_conversation(rec, fmt, raw.source, require_response=self.require_response)
+                    except RowError as e:
+                        error = e
+                if error is not None:
+                    if raising:
+                        problems += [p for _, p in error.problems]
+                        if len(problems) >= MAX_PROBLEMS_PER_FILE:
+                            break
+                    else:
+                        self._reject(raw.source, error.reason, [p for _, p in error.problems], raw.record, raw.raw)
+                    continue
+                if problems:
+                    continue  # raise mode: a problem was seen, keep looking for more, yield no more
+                self.stats.loaded += 1
+                self.stats.by_format[conv.meta["format"]] = self.stats.by_format.get(conv.meta["format"], 0) + 1
+                self.stats.dropped_empty_system += dropped
+                by_file += 1
+                self.stats.by_file[src.display] = by_file
+                yield conv
+                if self._done():
+                    return
+        except FileError as e:
+            if raising:
+                problems.append(e.problem)
+            else:
+                self.stats.skipped_files[src.display] = f"{e.reason}: {e.problem.message}"
+                self._reject(src.display, e.reason, [e.problem])
+        if problems:
+            more = " (stopped looking after that many)" if len(problems) >= MAX_PROBLEMS_PER_FILE else ""
+            raise DataError(problems[:MAX_PROBLEMS_PER_FILE], header=(
+                f"{len(problems[:MAX_PROBLEMS_PER_FILE])} problem(s) in {src.display}{more}; fix them, or pass "
+                "on_error='skip' to skip bad rows (counted, and written to rejects_path if given):"))
+
+
+# ---- public API ----------------------------------------------------------------------------
+
+
+def _check_args(format: str, columns: dict[str, str] | None, on_error: str, limit: int | None) -> None:
+    problems = []
+    if format != "auto" and format not in FORMATS:
+        problems.append(f"format={format!r} is not one of auto, {', '.join(FORMATS)}")
+    if on_error not in ("raise", "skip"):
+        problems.append(f"on_error={on_error!r} must be 'raise' or 'skip'")
+    if columns is not None:
+        if not isinstance(columns, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in columns.items()):
+            problems.append("columns must map our field name -> your column name, e.g. {'instruction': 'question'}")
+        else:
+            for ours in columns:
+                if ours not in FIELD_NAMES:
+                    problems.append(f"columns key {ours!r} is not a field we know; keys are our field names: "
+                                    f"{', '.join(FIELD_NAMES)} (values are your column names)")
+    if limit is not None and limit < 0:
+        problems.append(f"limit={limit} must be >= 0")
+    if problems:
+        raise ConfigError("bad data loading options:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def iter_conversations(
+    sources: Source | list[Source],
+    *,
+    format: str = "auto",
+    columns: dict[str, str] | None = None,
+    on_error: OnError = "raise",
+    rejects_path: str | Path | None = None,
+    split: str = "train",
+    streaming: bool = False,
+    limit: int | None = None,
+    require_response: bool = True,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    text_blocks: bool = False,
+) -> ConversationStream:
+    """Stream Conversations from files, folders, globs, 'hf:<id>' or dataset objects.
+
+    Returns a ConversationStream: iterate it; its `.stats` fills in as you go. JSONL, CSV and
+    Parquet are read row by row (memory stays flat for any size); JSON files are read whole.
+    require_response=False accepts prompt-only rows (no assistant turn / ending on a user turn),
+    for evaluation prompts. text_blocks=True splits .txt files into one document per
+    blank-line-separated block (default: one document per file).
+    Arguments and paths are checked now; rows are read as you iterate.
+    """
+    _check_args(format, columns, on_error, limit)
+    stats = LoadStats()
+    srcs = resolve_sources(sources, stats.ignored_files)
+    loader = _Loader(srcs, format=format, columns=columns, on_error=on_error,
+                     rejects_path=Path(rejects_path) if rejects_path is not None else None, split=split,
+                     streaming=streaming, limit=limit, require_response=require_response,
+                     max_line_bytes=max_line_bytes, text_blocks=text_blocks, stats=stats)
+    return ConversationStream(loader.run(), stats)
+
+
+def load_conversations(
+    sources: Source | list[Source],
+    *,
+    format: str = "auto",
+    columns: dict[str, str] | None = None,
+    on_error: OnError = "raise",
+    rejects_path: str | Path | None = None,
+    split: str = "train",
+    streaming: bool = False,
+    limit: int | None = None,
+    require_response: bool = True,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    text_blocks: bool = False,
+) -> LoadResult:
+    """Load every Conversation into a list (see iter_conversations for the arguments)."""
+    stream = iter_conversations(sources, format=format, columns=columns, on_error=on_error, rejects_path=rejects_path,
+                                split=split, streaming=streaming, limit=limit, require_response=require_response,
+                                max_line_bytes=max_line_bytes, text_blocks=text_blocks)
+    return LoadResult(list(stream), stream.stats)
