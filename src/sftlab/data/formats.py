@@ -181,36 +181,40 @@ class _Row:
             return []
         out: list[tuple[int, Message]] = []
         for i, m in enumerate(items):
-            f = f"{field}[{i}]"
             if not isinstance(m, dict):
+                f = f"{field}[{i}]"
                 self.add("wrong_type", f, f"each message must be an object {shape}, got {type_name(m)} {short(m)}",
                          f"write messages as {shape}")
                 continue
-            rk = next((k for k in role_keys if k in m), role_keys[0])
-            ck = next((k for k in content_keys if k in m), content_keys[0])
+            rk = role_keys[1] if role_keys[0] not in m and role_keys[1] in m else role_keys[0]
+            ck = content_keys[1] if content_keys[0] not in m and content_keys[1] in m else content_keys[0]
             raw_role = m.get(rk)
-            role = None
-            if raw_role is None:
-                self.add("missing_role", f"{f}.{rk}", f"message has no '{rk}'",
+            role = ROLE_ALIASES.get(raw_role) if type(raw_role) is str else None  # fast path: exact names
+            if role is not None:
+                pass
+            elif raw_role is None:
+                self.add("missing_role", f"{field}[{i}].{rk}", f"message has no '{rk}'",
                          f"add '{rk}': one of {ROLES_TEXT} (aliases: {ALIAS_TEXT})")
             elif not isinstance(raw_role, str):
-                self.add("wrong_type", f"{f}.{rk}", f"role must be a string, got {type_name(raw_role)} {short(raw_role)}",
+                self.add("wrong_type", f"{field}[{i}].{rk}", f"role must be a string, got {type_name(raw_role)} {short(raw_role)}",
                          f"use one of {ROLES_TEXT}")
             else:
                 role = ROLE_ALIASES.get(raw_role.strip().lower())
                 if role is None:
-                    self.add("unknown_role", f"{f}.{rk}", f"unknown role {short(raw_role)}; allowed: {ROLES_TEXT} "
+                    self.add("unknown_role", f"{field}[{i}].{rk}", f"unknown role {short(raw_role)}; allowed: {ROLES_TEXT} "
                              f"(ShareGPT aliases: {ALIAS_TEXT})",
                              "rename the role, or map it in your data before loading")
-            content = self.content(m.get(ck), f"{f}.{ck}", m)
+            content = m.get(ck)
+            if type(content) is not str:
+                content = self.content(content, f"{field}[{i}].{ck}", m)
             if role is None or content is None:
                 continue
-            if not content.strip():
+            if not content or content.isspace():
                 if role == "system":
                     self.dropped_system += 1  # an empty system prompt carries nothing; counted, not silent
                     continue
                 if role in ("user", "assistant"):
-                    self.add("empty_content", f"{f}.{ck}", f"empty {role} content",
+                    self.add("empty_content", f"{field}[{i}].{ck}", f"empty {role} content",
                              f"write the {role} text, or drop this row")
                     continue
             out.append((i, Message(role, content)))
@@ -316,6 +320,9 @@ ADAPTERS = {
 }
 
 
+_CONSUMED = {f: frozenset(REQUIRED[f] + OPTIONAL[f] + COMMON_KEYS) for f in FORMATS}
+
+
 def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool = True) -> tuple[Conversation, int]:
     """One row -> (Conversation, number of empty system messages dropped). Raises RowError."""
     row = _Row(source)
@@ -334,8 +341,8 @@ def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool =
     if row.problems:
         raise RowError(row.problems)
 
-    consumed = set(REQUIRED[fmt]) | set(OPTIONAL[fmt]) | set(COMMON_KEYS)
-    meta: dict[str, Any] = {k: v for k, v in rec.items() if k not in consumed}
+    consumed = _CONSUMED[fmt]
+    meta: dict[str, Any] = {k: v for k, v in rec.items() if k not in consumed} if len(rec) > len(REQUIRED[fmt]) else {}
     saved_meta = rec.get("meta")
     if isinstance(saved_meta, dict):
         meta.update(saved_meta)
