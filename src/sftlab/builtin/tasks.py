@@ -545,13 +545,18 @@ def _unique_examples(family: str, n: int, seed: int) -> list[tuple[str, str, int
     rng = Random(f"{seed}:{family}")
     seen: set[str] = set()
     out: list[tuple[str, str, int]] = []
-    attempts, budget = 0, 50 * n + 1000  # duplicates get common only near the family's capacity
-    while len(out) < n and attempts < budget:
+    # Give up after 5,000 draws in a row bring nothing new: even the 399th of plural's 400
+    # instructions takes ~200 draws on average, so this only triggers past a family's capacity.
+    attempts, stale = 0, 0
+    while len(out) < n and stale < 5000:
         attempts += 1
         instruction, answer, index = fam.example(rng)
-        if instruction not in seen:
-            seen.add(instruction)
-            out.append((instruction, answer, index))
+        if instruction in seen:
+            stale += 1
+            continue
+        stale = 0
+        seen.add(instruction)
+        out.append((instruction, answer, index))
     if len(out) < n:
         raise ValueError(
             f"task family {family!r}: only {len(out)} distinct instructions found in {attempts} draws, "
