@@ -48,6 +48,7 @@ class GenerationSet:
     instructions_loose: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     instruction_ids: list[list[str]] = field(default_factory=list)  # per prompt (ifeval)
     instruction_passed: dict[str, list[list[bool]]] = field(default_factory=dict)  # strict, per model
+    conversations: list | None = None  # tasks: the eval conversations (check_answer reads their meta)
 
 
 @dataclass
