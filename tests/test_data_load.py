@@ -265,3 +265,13 @@ def test_cli_load_args(tmp_path):
     assert json.loads((tmp_path / "rej.jsonl").read_text())["source"] == f"{p}:2"
     with pytest.raises(ConfigError, match="OUR_FIELD=YOUR_COLUMN"):
         load_kwargs(parser.parse_args(["--columns", "instruction"]))
+
+
+def test_missing_folder_name_is_tried_as_dataset_id_and_explained(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never the network in tests
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_conversations("no_such_org/no_such_set")
+    assert "'no_such_org/no_such_set' is not a local file or folder" in str(info.value)
+    assert info.value.problems[0].where == "hf:no_such_org/no_such_set"

@@ -121,6 +121,7 @@ class _Source:
     display: str
     path: Path | None = None
     obj: Any = None
+    explicit: bool = False  # a hub id written with the hf: prefix
 
 
 def _is_dataset_object(x: Any) -> bool:
@@ -160,7 +161,7 @@ def resolve_sources(sources: Source | list[Source], ignored: list[str]) -> list[
             continue
         text = str(item)
         if text.startswith("hf:"):
-            out.append(_Source("hf", text, obj=text[3:]))
+            out.append(_Source("hf", text, obj=text[3:], explicit=True))
             continue
         path = Path(text)
         if any(c in text for c in "*?["):
@@ -207,8 +208,10 @@ def _open_dataset(src: _Source, split: str, streaming: bool) -> tuple[Any, str]:
         else:
             ds = datasets.load_dataset(src.obj, split=split, streaming=streaming)
     except Exception as e:  # datasets raises many types (FileNotFoundError, DatasetNotFoundError, ...)
+        local = "" if src.kind != "hf" or src.explicit else (
+            f"{src.obj!r} is not a local file or folder, so it was taken as a datasets id; ")
         raise FileError("unreadable_dataset", Problem(
-            src.display, "", f"cannot load with datasets: {type(e).__name__}: {str(e)[:300]}",
+            src.display, "", f"{local}cannot load with datasets: {type(e).__name__}: {str(e)[:300]}",
             "check the dataset id or path (and that it is available offline), or prefix hub ids with hf:")) from None
     if isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         if split not in ds:
