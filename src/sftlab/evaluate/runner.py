@@ -65,6 +65,7 @@ def evaluate_models(
     ifeval: bool = True,
     max_task_examples_per_family: int | None = None,
     max_ifeval_prompts: int | None = None,
+    ifeval_prompts: list | None = None,
     batch_size: int = 16,
     train_conversations: list[Conversation] | str | None = None,
     task_max_new_tokens: int = TASK_MAX_NEW_TOKENS,
@@ -81,6 +82,7 @@ def evaluate_models(
         (default: sftlab.builtin.tasks.load_general_text()).
     train_conversations: conversations or a data path; eval prompts sharing a word n-gram
         (decontam_ngram) with them are counted and listed.
+    ifeval_prompts: IFEvalPrompt list (default: ifeval.load_prompts(), the built-in set).
     """
     if not models:
         raise ValueError("evaluate_models needs at least one model")
@@ -157,7 +159,7 @@ def evaluate_models(
         t0 = time.time()
         from sftlab.evaluate import ifeval as ife
 
-        prompts = list(ife.load_prompts())
+        prompts = list(ifeval_prompts) if ifeval_prompts is not None else ife.load_prompts()
         total = len(prompts)
         if max_ifeval_prompts is not None and max_ifeval_prompts < total:
             prompts = prompts[:max_ifeval_prompts]
@@ -220,58 +222,40 @@ def _task_set(max_per_family: int | None, max_new_tokens: int, report: EvalRepor
 
 
 def _ifeval_set(prompts: list, max_new_tokens: int) -> GenerationSet:
-    ids, texts = [], []
-    for i, p in enumerate(prompts):
-        ids.append(str(_field(p, "key", "id", default=i)))
-        texts.append(str(_field(p, "prompt", "text")))
+    """prompts: sftlab.evaluate.ifeval.IFEvalPrompt (id, prompt, constraints)."""
     gs = GenerationSet(
         name="ifeval",
-        ids=ids,
-        prompts=[[{"role": "user", "content": t}] for t in texts],
+        ids=[p.id for p in prompts],
+        prompts=[[{"role": "user", "content": p.prompt}] for p in prompts],
         gold=["" for _ in prompts],
         groups=["" for _ in prompts],
         splits=["" for _ in prompts],
         max_new_tokens=max_new_tokens,
     )
-    gs.instruction_ids = [list(_field(p, "instruction_id_list", "instruction_ids", default=[])) for p in prompts]
+    gs.instruction_ids = [[cid for cid, _ in p.constraints] for p in prompts]
     return gs
 
 
-def _field(obj, *names, default=None):
-    for n in names:
-        if isinstance(obj, dict) and n in obj:
-            return obj[n]
-        if hasattr(obj, n):
-            return getattr(obj, n)
-    if default is None:
-        raise AttributeError(f"IFEval prompt has none of the fields {names}: {obj!r:.200}")
-    return default
-
-
 def _record_ifeval(report: EvalReport, name: str, result) -> None:
-    """Per-prompt verdicts from ifeval.evaluate_responses' result, for CIs and paired diffs."""
+    """Per-prompt verdicts from ifeval.evaluate_responses (IFEvalResult.details), for CIs and
+    paired diffs; ifeval.py's own aggregate numbers are kept as given."""
     gs = report.ifeval
     assert gs is not None
-    per_prompt = _field(result, "per_prompt", "prompts", "details")
-    strict, loose, inst, inst_loose, inst_passed = [], [], [], [], []
-    for row in per_prompt:
-        s_list = list(_field(row, "follow_instruction_list", "strict_instructions", "instruction_strict"))
-        l_list = list(_field(row, "follow_instruction_list_loose", "loose_instructions", "instruction_loose"))
-        strict.append(bool(all(s_list)))
-        loose.append(bool(all(l_list)))
-        inst.append((sum(map(bool, s_list)), len(s_list)))
-        inst_loose.append((sum(map(bool, l_list)), len(l_list)))
-        inst_passed.append([bool(x) for x in s_list])
-    gs.passed[name], gs.passed_loose[name] = strict, loose
-    gs.instructions[name], gs.instructions_loose[name] = inst, inst_loose
-    gs.instruction_passed[name] = inst_passed
-    summary = {}
-    for key in ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose"):
-        for attr in (key, f"{key}_accuracy", key.replace("_", "_level_", 1)):
-            if hasattr(result, attr):
-                summary[key] = float(getattr(result, attr))
-                break
-    report.ifeval_results[name] = summary
+    rows = result.details
+    gs.passed[name] = [all(r.strict) for r in rows]
+    gs.passed_loose[name] = [all(r.loose) for r in rows]
+    gs.instructions[name] = [(sum(r.strict), len(r.strict)) for r in rows]
+    gs.instructions_loose[name] = [(sum(r.loose), len(r.loose)) for r in rows]
+    gs.instruction_passed[name] = [list(map(bool, r.strict)) for r in rows]
+    report.ifeval_results[name] = {
+        "n_prompts": result.n_prompts,
+        "n_instructions": result.n_instructions,
+        "prompt_strict": result.prompt_strict,
+        "prompt_loose": result.prompt_loose,
+        "instruction_strict": result.instruction_strict,
+        "instruction_loose": result.instruction_loose,
+        "per_constraint": result.per_constraint,
+    }
 
 
 def _generate_all(gs: GenerationSet, cands: dict[str, Candidate], batch_size: int, progress: bool) -> None:
