@@ -1,0 +1,81 @@
+"""`sftlab judge`: answers of A and B (from files or generated) judged pairwise and/or graded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sftlab.errors import DataError, Problem
+from sftlab.synth import judge as J
+from sftlab.synth.backends import ChatBackend, LocalBackend, backend_from_spec
+
+ANSWER_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def load_prompts(path: str, limit: int | None = None) -> list[tuple[str, list[dict]]]:
+    from sftlab.data import load_conversations
+
+    convs = load_conversations(path, require_response=False, limit=limit).conversations
+    return [(c.id, [m.to_dict() for m in c.prompt_messages]) for c in convs]
+
+
+def answers_for(source: str, prompts: list[tuple[str, list[dict]]], max_tokens: int, label: str) -> tuple[list[str], str]:
+    """Answers to `prompts`: read from a file (matched by id, else by prompt text) or generated."""
+    p = Path(source)
+    if p.suffix in ANSWER_SUFFIXES and p.is_file():
+        from sftlab.data import load_conversations
+
+        convs = load_conversations(source).conversations
+        by_id = {c.id: c.last_response for c in convs}
+        by_prompt = {J.question_text([m.to_dict() for m in c.prompt_messages]): c.last_response for c in convs}
+        out, missing = [], []
+        for pid, msgs in prompts:
+            ans = by_id.get(pid, by_prompt.get(J.question_text(msgs)))
+            if ans is None:
+                missing.append(pid)
+            out.append(ans)
+        if missing:
+            raise DataError([Problem(source, "id", f"no answer for prompt id {m!r} (matched by id, then by prompt text)",
+                                     f"give answers for every prompt of --prompts, or generate them with --{label} MODEL") for m in missing])
+        return out, f"answers file {source}"
+    backend: ChatBackend = backend_from_spec(source) if source.startswith(("local:", "http://", "https://", "openai:")) \
+        else LocalBackend(source)
+    results = backend.complete([m for _, m in prompts], max_tokens=max_tokens, temperature=0.0, seed=0)
+    failed = [pid for (pid, _), r in zip(prompts, results) if not r.ok]
+    if failed:
+        raise DataError([Problem(source, "answer", f"generating the answer to {pid!r} failed", "check the model server")
+                         for pid in failed], header=f"{len(failed)} of {len(prompts)} answers of model {label.upper()} failed:")
+    return [r.text for r in results], backend.name
+
+
+def compare(a: str, b: str, prompts_path: str, judge_spec: str, *, mode: str = "pairwise", max_tokens: int = 256,
+            judge_max_tokens: int = 512, limit: int | None = None, n_boot: int = 1000) -> dict:
+    prompts = load_prompts(prompts_path, limit)
+    ans_a, name_a = answers_for(a, prompts, max_tokens, "a")
+    ans_b, name_b = answers_for(b, prompts, max_tokens, "b")
+    judge = backend_from_spec(judge_spec)
+    result: dict = {"a": name_a, "b": name_b, "judge": judge.name, "n_prompts": len(prompts)}
+    lines = [f"A = {name_a}\nB = {name_b}\njudge = {judge.name}, {len(prompts)} prompts"]
+    if mode in ("pairwise", "both"):
+        js = J.judge_pairs(judge, [(pid, m, x, y) for (pid, m), x, y in zip(prompts, ans_a, ans_b)], judge_max_tokens)
+        s = J.pairwise_summary(js, n_boot=n_boot)
+        result["pairwise"], result["judgements"] = s, J.judgement_rows(js)
+        lines.append(f"pairwise (both orders; a win needs both to agree): A wins {s['wins_a']}, B wins {s['wins_b']}, "
+                     f"ties {s['ties']}, unparsed/failed {s['n_unparsed_or_failed']}")
+        if s["win_rate_a"] is not None:
+            lo, hi = s["win_rate_a_ci95"]
+            llo, lhi = s["lc_win_rate_a_ci95"]
+            lines.append(f"  win rate of A: {s['win_rate_a']:.3f} (95% CI {lo:.3f}-{hi:.3f})")
+            lines.append(f"  length-controlled win rate of A: {s['lc_win_rate_a']:.3f} (95% CI {llo:.3f}-{lhi:.3f}); "
+                         f"mean answer length A {s['mean_len_a']:.0f} chars, B {s['mean_len_b']:.0f}")
+    if mode in ("single", "both"):
+        ra = J.grade_single(judge, [(pid, m, x) for (pid, m), x in zip(prompts, ans_a)], judge_max_tokens)
+        rb = J.grade_single(judge, [(pid, m, x) for (pid, m), x in zip(prompts, ans_b)], judge_max_tokens)
+        sa, sb = J.single_summary(ra, n_boot), J.single_summary(rb, n_boot)
+        result["single"] = {"a": sa, "b": sb, "ratings_a": ra, "ratings_b": rb}
+        for name, s in (("A", sa), ("B", sb)):
+            mean = "n/a" if s["mean"] is None else f"{s['mean']:.2f} (95% CI {s['ci95'][0]:.2f}-{s['ci95'][1]:.2f})"
+            lines.append(f"single-answer rating 1-10 of {name}: {mean}, {s['n_valid']}/{s['n']} ratings parsed")
+    lines.append(f"judge calls: {judge.stats.summary()}")
+    result["judge_calls"] = judge.stats.to_dict()
+    result["text"] = "\n".join(lines)
+    return result

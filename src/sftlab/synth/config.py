@@ -1,0 +1,126 @@
+"""`sftlab synth CONFIG`: one YAML file, small pydantic models, unknown keys refused.
+
+    pipeline: self_instruct            # self_instruct | evol_instruct | judge_filter
+    output: data/synth.jsonl           # appended as rows are made; rerun the same command to resume
+    teacher: {kind: openai, base_url: http://127.0.0.1:8000/v1, model: default}
+    judge:   {kind: local, model: smollm2-135m-instruct}     # judge_filter only
+    self_instruct: {num_instructions: 50}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sftlab.errors import ConfigError
+from sftlab.synth.backends import BackendConfig
+
+BUILTIN_SEEDS = str(Path(__file__).with_name("seed_tasks.jsonl"))
+
+
+class SelfInstructConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    num_instructions: int = Field(50, ge=1)  # rows to produce
+    seed_tasks: str = "builtin"  # builtin = our 22 seed tasks, or a data file sftlab can load
+    examples_per_prompt: int = Field(3, ge=1)  # k in-context examples...
+    machine_examples: int = Field(1, ge=0)  # ...of which up to this many are generated ones (paper: 2 of 8)
+    new_per_prompt: int = Field(4, ge=1)  # tasks asked for per prompt
+    prompts_per_step: int = Field(4, ge=1)  # teacher calls per step (one progress save per step)
+    rouge_threshold: float = Field(0.7, gt=0, le=1)
+    min_words: int = 3
+    max_words: int = 150
+    min_response_words: int = 1
+    temperature: float = 0.7
+    max_tokens_instructions: int = 512
+    max_tokens_response: int = 512
+    max_steps: int = Field(100, ge=1)  # stop (and say so) if the target is not reached by then
+
+
+class EvolInstructConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = "builtin"  # instructions to evolve: builtin seeds or a data file
+    rounds: int = Field(2, ge=1)
+    methods: list[Literal["constraints", "deepen", "concretizing", "reasoning", "complicate_input", "breadth"]] = [
+        "constraints", "deepen", "concretizing", "reasoning", "complicate_input", "breadth"]
+    equality_check: bool = True  # ask the teacher whether child and parent are "Equal" (WizardLM rule 1)
+    batch_size: int = Field(8, ge=1)
+    min_response_words: int = 3
+    temperature: float = 0.7
+    max_tokens_instruction: int = 256
+    max_tokens_response: int = 512
+
+
+class JudgeFilterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: str  # data file with (instruction, response) conversations
+    threshold: float = Field(4.0, ge=1, le=5)  # keep score >= threshold (AlpaGasus: 4.5 on their 0-5 scale)
+    batch_size: int = Field(16, ge=1)
+    max_tokens: int = 256
+    rejects: str | None = None  # default: OUTPUT.rejected.jsonl
+
+
+class SynthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pipeline: Literal["self_instruct", "evol_instruct", "judge_filter"]
+    output: str
+    teacher: BackendConfig | None = None
+    judge: BackendConfig | None = None
+    seed: int = 0
+    self_instruct: SelfInstructConfig = SelfInstructConfig()
+    evol_instruct: EvolInstructConfig = EvolInstructConfig()
+    judge_filter: JudgeFilterConfig | None = None
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.pipeline in ("self_instruct", "evol_instruct") and self.teacher is None:
+            raise ValueError(f"pipeline {self.pipeline} needs a `teacher:` section (kind, model, base_url)")
+        if self.pipeline == "judge_filter":
+            if self.judge_filter is None:
+                raise ValueError("pipeline judge_filter needs a `judge_filter:` section with `input:` (the data to score)")
+            if self.judge is None:
+                raise ValueError("pipeline judge_filter needs a `judge:` section (kind, model, base_url)")
+        return self
+
+
+def load_synth_config(path: str | Path) -> SynthConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    try:
+        cfg = SynthConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: {len(e.errors())} problem(s):"]
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+            hint = " (unknown key: check its spelling against the config reference in sftlab/synth/config.py)" \
+                if err["type"] == "extra_forbidden" else ""
+            lines.append(f"  - {loc}: {err['msg']}{hint}")
+        raise ConfigError("\n".join(lines)) from e
+    # relative paths are relative to the config file
+    base = path.parent
+    cfg.output = str(_rel(base, cfg.output))
+    for section, key in (("self_instruct", "seed_tasks"), ("evol_instruct", "input")):
+        sub = getattr(cfg, section)
+        if getattr(sub, key) != "builtin":
+            setattr(sub, key, str(_rel(base, getattr(sub, key))))
+    if cfg.judge_filter:
+        cfg.judge_filter.input = str(_rel(base, cfg.judge_filter.input))
+        if cfg.judge_filter.rejects:
+            cfg.judge_filter.rejects = str(_rel(base, cfg.judge_filter.rejects))
+    return cfg
+
+
+def _rel(base: Path, p: str) -> Path:
+    q = Path(p).expanduser()
+    return q if q.is_absolute() else base / q
