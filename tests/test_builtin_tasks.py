@@ -163,3 +163,36 @@ def test_gold_answers_are_short_and_json_is_valid():
         assert 0 < len(answer) <= 80 and "\n" not in answer
         if conv.meta["family"] == "csv_to_json":
             assert isinstance(json.loads(answer), list)
+
+
+# ---------------------------------------------------------------- general-text corpus
+
+def test_general_text_corpus_ships_and_is_varied():
+    from importlib import resources
+
+    from sftlab.builtin.general_text import load_general_text, load_general_text_records
+    from sftlab.builtin.tasks import load_general_text as reexported
+
+    assert (resources.files("sftlab.builtin") / "general_text.jsonl").is_file()
+    records = load_general_text_records()
+    texts = load_general_text()
+    assert reexported() == texts == [r["text"] for r in records]
+    assert len(texts) >= 40 and len(set(texts)) == len(texts)
+    assert len({r["id"] for r in records}) == len(records)
+    topics = Counter(r["topic"] for r in records)
+    assert set(topics) == {"science", "history", "geography", "cooking", "sports", "technology", "nature"}
+    assert min(topics.values()) >= 5
+    for text in texts:
+        assert 100 <= len(text.split()) <= 200, text[:60]
+        assert text.isascii() or all(ord(c) < 0x2000 for c in text)  # plain prose, no odd symbols
+
+
+def test_general_text_errors_name_line_and_field(tmp_path):
+    from sftlab.builtin.general_text import load_general_text
+    from sftlab.errors import DataError
+
+    bad = tmp_path / "g.jsonl"
+    bad.write_text('{"id": "a", "topic": "x", "text": "fine"}\n{oops\n{"id": "b", "topic": "x"}\n')
+    with pytest.raises(DataError) as info:
+        load_general_text(bad)
+    assert [(p.where.rsplit(":", 1)[1], p.field) for p in info.value.problems] == [("2", ""), ("3", "text")]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from random import Random
 from typing import Any
 
+from sftlab.builtin.general_text import load_general_text  # noqa: F401  (re-exported for callers)
 from sftlab.builtin.words import (
     CATEGORIES,
     COMMON_WORDS,
