@@ -11,6 +11,8 @@ def register(sub) -> None:
     p.add_argument("--base", required=True, help="baseline model: hub id, folder, .gguf, adapter folder or smollm2-135m-instruct")
     p.add_argument("--tuned", action="append", required=True, help="tuned model (repeat for several)")
     p.add_argument("--data", help="held-out instruction data for response perplexity (default: built-in task eval split)")
+    p.add_argument("--general-text", help="plain-text file for general-text perplexity, documents separated by blank lines "
+                   "(default: the built-in general text)")
     p.add_argument("--train-data", help="training data to check the eval prompts against (n-gram decontamination)")
     p.add_argument("--out", default="eval_out", help="output folder for report.html and report.json (default: eval_out)")
     p.add_argument("--metrics", help="a run's metrics.jsonl: plot its training loss curve in the report")
@@ -57,9 +59,11 @@ def run(args) -> int:
 
         eval_convs, note = load_source(DataSourceConfig(path=args.data), on_error="raise")
         print(note)
+    general = _read_documents(args.general_text) if args.general_text else None
     report = evaluate_models(
         models,
         eval_conversations=eval_convs,
+        general_text=general,
         task_eval=not args.no_tasks,
         ifeval=not args.no_ifeval,
         perplexity=not args.no_perplexity,
@@ -87,3 +91,16 @@ def _labels(names: list[str]) -> list[str]:
     """'base', 'tuned' (or 'tuned1', 'tuned2', ... when several): short column names."""
     tuned = ["tuned"] if len(names) == 2 else [f"tuned{i}" for i in range(1, len(names))]
     return ["base", *tuned]
+
+
+def _read_documents(path: str) -> list[str]:
+    """Documents separated by blank lines; a file with none is an error, not an empty metric."""
+    from sftlab.errors import DataError, Problem
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(Problem(path, "--general-text", "file not found", "give a UTF-8 text file"))
+    docs = [d.strip() for d in p.read_text(encoding="utf-8").split("\n\n") if d.strip()]
+    if not docs:
+        raise DataError(Problem(path, "--general-text", "no text in the file", "separate documents by blank lines"))
+    return docs

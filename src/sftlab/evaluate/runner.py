@@ -104,7 +104,9 @@ def evaluate_models(
     )
 
     # ---- perplexities ---------------------------------------------------------------------------
-    if perplexity:
+    if perplexity and not any(c.model is not None for c in cands.values()):
+        report.notes.append("no model has local weights (endpoints only): perplexities not computed")
+    elif perplexity:
         t0 = time.time()
         if eval_conversations is None:
             from sftlab.builtin.tasks import train_eval_split
