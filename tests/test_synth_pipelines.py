@@ -1,0 +1,243 @@
+"""Synthesis pipelines through the real OpenAIBackend over real HTTP, against a scripted teacher
+(a small FastAPI app on 127.0.0.1 whose answers are deterministic, so pipeline logic can be
+checked exactly). Includes a SIGKILL-and-resume run in a subprocess."""
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from fastapi import FastAPI, Request
+
+from sftlab.serve import server_in_thread
+from sftlab.synth.config import BUILTIN_SEEDS, load_synth_config
+from sftlab.synth.run import run_synth
+
+VOCAB = [f"{a}{b}" for a in ("bel", "cor", "dun", "fal", "gim", "hor", "jin", "kel", "lum", "mor") for b in range(100)]
+
+
+def scripted_reply(model: str, prompt: str, counter: int) -> str:
+    """The scripted teacher/judge: answers depend only on the prompt (and a counter for variety)."""
+    if "come up with a set of" in prompt:  # Self-Instruct
+        m = re.search(r"numbered from Task (\d+) to Task (\d+)", prompt)
+        lo, hi = int(m.group(1)), int(m.group(2))
+        rng = random.Random(f"{prompt}:{counter}")
+        lines = [f"Task {i}: Describe {' '.join(rng.sample(VOCAB, 8))} briefly." for i in range(lo, hi + 1)]
+        # one of each rejection kind per reply
+        lines += ["Task 90: Hi.", "Task 91: Draw a picture of a cat sitting on a warm mat.",
+                  "Task 92: Explain in two sentences why the sky looks blue during the day.",
+                  "Task 93: Sure, here are some more tasks for you to do today."]
+        return "\n".join(lines)
+    if "Prompt Rewriter" in prompt or "Prompt Creator" in prompt:  # Evol-Instruct
+        parent = re.search(r"Given Prompt#:\n(.*)\n#(Rewritten|Created) Prompt#:", prompt, re.S).group(1)
+        if "haiku" in parent:
+            return "#Rewritten Prompt#: " + parent + " Use a kigo."
+        if "riddle" in parent:
+            return parent  # no change
+        return parent + " Answer in exactly three numbered steps and justify each one."
+    if prompt.startswith("Here are two Instructions"):
+        return "Equal" if "French" in prompt else "Not Equal"
+    if "rate according to the accuracy" in prompt:  # AlpaGasus judge
+        if "excellent" in prompt:
+            return "Score: 5\nThe response is accurate and complete."
+        if "poor" in prompt:
+            return "I would give this 2/5 because it misses the point."
+        return "Hard to say."
+    if "[The Start of Assistant A's Answer]" in prompt:  # MT-Bench pairwise
+        if model == "biased":
+            return "Both are fine. [[A]]"
+        a = prompt.split("[The Start of Assistant A's Answer]")[1].split("[The End of Assistant A's Answer]")[0]
+        b = prompt.split("[The Start of Assistant B's Answer]")[1].split("[The End of Assistant B's Answer]")[0]
+        verdict = "C" if ("GOOD" in a) == ("GOOD" in b) else ("A" if "GOOD" in a else "B")
+        return f"Comparing both answers. [[{verdict}]]"
+    if "[The Start of Assistant's Answer]" in prompt:  # MT-Bench single
+        ans = prompt.split("[The Start of Assistant's Answer]")[1]
+        return "Helpful. Rating: [[8]]" if "GOOD" in ans else "Weak answer.\nRating: [[3]]"
+    if "180 km" in prompt:
+        return "Sorry, I cannot help with that."
+    return f"Here is a careful answer to the request: {prompt[:60]}"
+
+
+def scripted_app(delay_s: float = 0.0) -> FastAPI:
+    app = FastAPI()
+    app.state.counter = 0
+    app.state.inflight = 0
+    app.state.max_inflight = 0
+    app.state.attempts = {}
+    lock = threading.Lock()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        import asyncio
+
+        from fastapi.responses import JSONResponse
+
+        body = await request.json()
+        prompt = body["messages"][-1]["content"]
+        model = body.get("model", "")
+        with lock:
+            app.state.counter += 1
+            counter = app.state.counter
+            n_try = app.state.attempts[prompt] = app.state.attempts.get(prompt, 0) + 1
+        if model == "down":
+            return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+        if model == "flaky" and n_try == 1:
+            return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"Retry-After": "0.3"})
+        if model == "flaky" and n_try == 2:
+            return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
+        if model == "bad-request":
+            return JSONResponse({"error": {"message": "nope"}}, status_code=400)
+        app.state.inflight += 1
+        app.state.max_inflight = max(app.state.max_inflight, app.state.inflight)
+        try:
+            await asyncio.sleep(delay_s or (0.05 if model == "slow" else 0))
+        finally:
+            app.state.inflight -= 1
+        text = scripted_reply(model, prompt, counter)
+        return {"id": "x", "object": "chat.completion", "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def teacher_url():
+    with server_in_thread(scripted_app()) as url:
+        yield url
+
+
+def write_config(tmp_path: Path, **cfg) -> Path:
+    p = tmp_path / "synth.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def read_rows(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def test_self_instruct_filters_and_provenance(tmp_path, teacher_url):
+    cfg = write_config(tmp_path, pipeline="self_instruct", output="out.jsonl",
+                       teacher={"kind": "openai", "base_url": teacher_url, "model": "teach"},
+                       self_instruct={"num_instructions": 10, "new_per_prompt": 3, "prompts_per_step": 2})
+    report = run_synth(load_synth_config(cfg))
+    rows = read_rows(tmp_path / "out.jsonl")
+    assert report.rows_total == report.rows_new == len(rows) == 10
+    assert [r["id"] for r in rows] == [f"self-instruct-{i:05d}" for i in range(10)]
+    steps = report.rows_total // 6 + 1  # 6 good tasks per step; the last step's extras are not answered
+    # every reply carried one of each bad kind: too short, media, near-copy of a seed, chatter
+    for reason in ("too_short", "mentions_unsupported_media", "too_similar_rouge_l", "starts_with_non_instruction"):
+        assert report.rejected[reason] == 2 * steps, reason
+    assert report.failed_calls == 0
+    r = rows[0]
+    assert r["messages"][0]["content"].startswith("Describe ") and r["messages"][1]["content"].startswith("Here is a careful answer")
+    assert r["meta"]["pipeline"] == "self_instruct" and r["meta"]["teacher"].startswith("openai:teach@http://127.0.0.1")
+    assert len(r["meta"]["prompt_hash"]) == 10 and r["meta"]["step"] == 0
+    # running again when complete makes nothing new and duplicates nothing
+    again = run_synth(load_synth_config(cfg))
+    assert again.rows_new == 0 and again.rows_resumed == 10 and len(read_rows(tmp_path / "out.jsonl")) == 10
+
+
+def test_evol_instruct_elimination_rules(tmp_path, teacher_url):
+    cfg = write_config(tmp_path, pipeline="evol_instruct", output="evol.jsonl",
+                       teacher={"kind": "openai", "base_url": teacher_url, "model": "teach"},
+                       evol_instruct={"rounds": 2, "batch_size": 5})
+    report = run_synth(load_synth_config(cfg))
+    seeds = read_rows(BUILTIN_SEEDS)
+    assert len(seeds) == 22
+    # haiku -> leaked "#Rewritten Prompt#"; riddle -> unchanged; French -> teacher says "Equal";
+    # "180 km" -> the answer is "Sorry..." -- all in round 1; their lines die out
+    assert report.rejected == {"leaked_prompt_words": 1, "no_new_information": 2, "refusal": 1}
+    rows = read_rows(tmp_path / "evol.jsonl")
+    assert report.rows_total == len(rows) == 18 * 2
+    r1 = [r for r in rows if r["meta"]["round"] == 1]
+    r2 = [r for r in rows if r["meta"]["round"] == 2]
+    assert len(r1) == len(r2) == 18
+    child = r2[0]
+    assert child["id"] == child["meta"]["parent_id"] + "-r2" and child["meta"]["parent_id"].endswith("-r1")
+    assert child["messages"][0]["content"].count("three numbered steps") == 2
+    assert child["meta"]["method"] in ("constraints", "deepen", "concretizing", "reasoning", "complicate_input", "breadth")
+    again = run_synth(load_synth_config(cfg))
+    assert again.rows_new == 0 and len(read_rows(tmp_path / "evol.jsonl")) == 36
+
+
+def test_judge_filter_keeps_high_scores_and_resumes(tmp_path, teacher_url):
+    data = tmp_path / "in.jsonl"
+    kinds = ["excellent", "poor", "garbled", "excellent", "poor", "excellent"]
+    with open(data, "w") as f:
+        for i, k in enumerate(kinds):
+            f.write(json.dumps({"id": f"row{i}", "messages": [{"role": "user", "content": f"Question {i}?"},
+                                                             {"role": "assistant", "content": f"An {k} answer."}]}) + "\n")
+    cfg = write_config(tmp_path, pipeline="judge_filter", output="kept.jsonl",
+                       judge={"kind": "openai", "base_url": teacher_url, "model": "judge"},
+                       judge_filter={"input": "in.jsonl", "threshold": 4, "batch_size": 4})
+    report = run_synth(load_synth_config(cfg))
+    kept = read_rows(tmp_path / "kept.jsonl")
+    rejected = read_rows(tmp_path / "kept.jsonl.rejected.jsonl")
+    assert [r["id"] for r in kept] == ["row0", "row3", "row5"]
+    assert all(r["meta"]["judge_score"] == 5 and "accurate" in r["meta"]["judge_reason"] for r in kept)
+    assert sorted(r["id"] for r in rejected) == ["row1", "row2", "row4"]
+    assert {r["id"]: r["meta"]["judge_score"] for r in rejected} == {"row1": 2, "row2": None, "row4": 2}
+    assert report.rejected == {"score_below_4": 2, "unparseable_score": 1}
+    again = run_synth(load_synth_config(cfg))
+    assert again.rows_new == 0 and len(read_rows(tmp_path / "kept.jsonl")) == 3
+    assert len(read_rows(tmp_path / "kept.jsonl.rejected.jsonl")) == 3
+
+
+def test_failed_calls_are_counted_not_raised(tmp_path, teacher_url):
+    cfg = write_config(tmp_path, pipeline="self_instruct", output="out.jsonl",
+                       teacher={"kind": "openai", "base_url": teacher_url, "model": "down", "max_retries": 1, "backoff_s": 0.01},
+                       self_instruct={"num_instructions": 5, "prompts_per_step": 2, "max_steps": 3})
+    report = run_synth(load_synth_config(cfg))
+    assert report.rows_total == 0 and not report.finished and "max_steps=3" in report.note
+    assert report.failed_calls == 6 and report.rejected == {"instruction_call_failed": 6}
+    assert report.call_stats["retries"] == 6
+
+
+def test_config_errors_are_all_reported(tmp_path):
+    from sftlab.errors import ConfigError
+
+    cfg = write_config(tmp_path, pipeline="self_instruct", output="o.jsonl", teachr={"model": "x"},
+                       self_instruct={"num_instructons": 3})
+    with pytest.raises(ConfigError) as e:
+        load_synth_config(cfg)
+    msg = str(e.value)
+    assert "teachr" in msg and "self_instruct.num_instructons" in msg and "unknown key" in msg
+
+
+def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
+    """SIGKILL a real `sftlab synth` subprocess midway, restart it, check the rows."""
+    target = 24
+    with server_in_thread(scripted_app(delay_s=0.15)) as url:
+        cfg = write_config(tmp_path, pipeline="self_instruct", output="out.jsonl",
+                           teacher={"kind": "openai", "base_url": url, "model": "teach"},
+                           self_instruct={"num_instructions": target, "new_per_prompt": 2, "prompts_per_step": 1})
+        out = tmp_path / "out.jsonl"
+        cmd = [sys.executable, "-m", "sftlab.cli", "synth", str(cfg)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline and (not out.exists() or len(read_rows(out)) < 6):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        n_killed = len(read_rows(out))
+        assert 6 <= n_killed < target, "the run must be killed midway"
+        with open(out, "ab") as f:  # as if the kill hit in the middle of writing a line
+            f.write(b'{"messages": [{"role": "user", "content": "half a li')
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "removed a partial last line" in done.stdout and f"{n_killed} from earlier runs" in done.stdout
+    rows = read_rows(out)
+    ids = [r["id"] for r in rows]
+    assert ids == [f"self-instruct-{i:05d}" for i in range(target)]
+    instructions = [r["messages"][0]["content"] for r in rows]
+    assert len(set(instructions)) == target
