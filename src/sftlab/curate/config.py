@@ -1,0 +1,124 @@
+"""The YAML shape of a curation pipeline (`sftlab curate CONFIG`).
+
+    inputs:
+      - {name: chat, path: data/chat.jsonl, weight: 2}
+      - {name: code, path: data/code.jsonl, weight: 1}
+    blocks:
+      - type: exact_dedup
+      - type: minhash_dedup
+        threshold: 0.8
+      - type: empty_response
+      - type: refusal
+      - type: complexity_score
+      - type: select
+        budget: 1000
+      - type: mix
+        total: 1500
+    output: out/curated.jsonl
+    stats: out/curated.stats.json     # default: <output>.stats.json
+
+Relative paths are relative to the folder of the config file. Every block's settings are the
+pydantic model next to the block (e.g. MinHashDedupConfig); unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sftlab.curate.dedup import ExactDedupConfig, MinHashDedupConfig, SemanticDedupConfig
+from sftlab.curate.filters import (
+    EmptyResponseConfig,
+    FormattingConfig,
+    GarbageConfig,
+    PromptEchoConfig,
+    RefusalConfig,
+    RepetitionConfig,
+    ResponseLengthConfig,
+)
+from sftlab.curate.mix import CurriculumConfig, MixConfig
+from sftlab.curate.scores import ComplexityScoreConfig, DiversityScoreConfig, TagScoreConfig
+from sftlab.curate.select import SelectConfig
+from sftlab.data.config import DataSourceConfig
+from sftlab.errors import ConfigError
+
+BlockSpec = Annotated[
+    ExactDedupConfig | MinHashDedupConfig | SemanticDedupConfig
+    | EmptyResponseConfig | PromptEchoConfig | ResponseLengthConfig | RefusalConfig | RepetitionConfig
+    | FormattingConfig | GarbageConfig
+    | ComplexityScoreConfig | TagScoreConfig | DiversityScoreConfig
+    | SelectConfig | MixConfig | CurriculumConfig,
+    Field(discriminator="type"),
+]
+
+
+class CurateInput(DataSourceConfig):
+    """A data source (path, format, columns, split, weight, limit) with a name for mixing and
+    reports (default: the file name without extension)."""
+
+    name: str | None = None
+
+    def display_name(self) -> str:
+        return self.name or Path(self.path.removeprefix("hf:")).stem or self.path
+
+
+class CurateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[CurateInput] = Field(..., min_length=1)
+    blocks: list[BlockSpec] = Field(default_factory=list)
+    output: str
+    stats: str | None = None
+    on_error: Literal["raise", "skip"] = Field("raise", description="bad input rows: stop, or skip and count")
+
+    def resolve(self, base: Path) -> CurateConfig:
+        """Paths relative to `base` (the config's folder); 'hf:' ids and absolute paths unchanged."""
+        def fix(p: str) -> str:
+            return p if p.startswith("hf:") or Path(p).is_absolute() else str(base / p)
+
+        stats = self.stats or self.output + ".stats.json"
+        return self.model_copy(update={
+            "inputs": [i.model_copy(update={"path": fix(i.path), "name": i.display_name()}) for i in self.inputs],
+            "output": fix(self.output), "stats": fix(stats)})
+
+
+def load_curate_config(path: str | Path) -> CurateConfig:
+    """Read and validate a curation YAML; every problem is reported at once as a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file\n    fix: check the path (see `sftlab curate --help`)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with inputs, blocks, output; got {type(raw).__name__}")
+    try:
+        cfg = CurateConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = [f"{path}: {e.error_count()} problem(s):"]
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            fix = ""
+            if err["type"] == "extra_forbidden":
+                fix = " (unknown key: check the spelling; see the block's settings in sftlab.curate)"
+            elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                fix = f" (block types: {', '.join(sorted(block_types()))})"
+            lines.append(f"  - {loc}: {err['msg']}; got {err.get('input')!r}{fix}")
+        raise ConfigError("\n".join(lines)) from e
+    names = [i.display_name() for i in cfg.inputs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{path} [inputs]: input names {dupes} are used twice\n    fix: give each input a unique name:")
+    return cfg.resolve(path.parent)
+
+
+def block_types() -> list[str]:
+    from sftlab.curate.blocks import BLOCKS
+
+    return list(BLOCKS)
