@@ -142,3 +142,22 @@ def test_binding_elsewhere_warns():
     w = host_warnings("0.0.0.0", None)
     assert len(w) == 2 and "0.0.0.0" in w[0] and "api-key" in w[1]
     assert len(host_warnings("0.0.0.0", "k")) == 1
+
+
+def test_chat_command_one_shot_and_interactive(model_dir, capsys):
+    import io
+    from types import SimpleNamespace
+
+    from sftlab.commands.model_cmd import run_chat
+
+    args = SimpleNamespace(model=str(model_dir), prompt="Reverse the word apple.", system=None, max_tokens=6,
+                           temperature=0.0, top_p=1.0, seed=0)
+    assert run_chat(args) == 0
+    one_shot = capsys.readouterr().out.strip()
+    out = io.StringIO()
+    args.prompt = None
+    assert run_chat(args, stdin=io.StringIO("Reverse the word apple.\n/reset\nReverse the word apple.\n/exit\n"), stdout=out) == 0
+    text = out.getvalue()
+    # after /reset the same question gets the same (greedy) answer as the one-shot run: history was cleared
+    answers = [line.split("assistant> ", 1)[1] for line in text.splitlines() if "assistant> " in line]
+    assert "(history cleared)" in text and answers == [one_shot, one_shot]
