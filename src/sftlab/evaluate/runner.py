@@ -97,7 +97,7 @@ def evaluate_models(
             "decoding": "greedy",
             "batch_size": batch_size,
             "bootstrap": "percentile, 1000 resamples, seed 0, 95%; diffs paired on the same prompts",
-            "generation": {n: c.generator.describe() for n, c in cands.items()},
+            "generation": {n: getattr(c.generator, "describe", lambda g=c.generator: type(g).__name__)() for n, c in cands.items()},
             "max_task_examples_per_family": max_task_examples_per_family,
             "max_ifeval_prompts": max_ifeval_prompts,
         },
