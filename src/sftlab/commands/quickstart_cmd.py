@@ -1,0 +1,84 @@
+"""`sftlab quickstart`: the main job on a fresh machine, end to end on CPU.
+
+LoRA-tunes the embedded SmolLM2-135M-Instruct on the built-in task suite (seen families only),
+then evaluates base vs tuned side by side: held-out response loss/perplexity, accuracy on seen and
+never-seen task families with confidence intervals, general-text perplexity (forgetting), and a
+few generations. Re-running it resumes/reuses the finished run instead of training again.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("quickstart", help="tune the embedded SmolLM2 on the built-in tasks and compare base vs tuned (CPU, ~10 min)")
+    p.add_argument("--out", default="runs/quickstart", help="output folder (model in OUT/final, report in OUT/report.html)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: from the quickstart config)")
+    p.add_argument("--eval-per-family", type=int, default=None, help="task examples per family to evaluate (default 12)")
+    p.add_argument("--ifeval", action="store_true", help="also run the verifiable instruction-following prompts (slower)")
+    p.add_argument("--overwrite", action="store_true", help="retrain from scratch even if OUT holds a run")
+    p.set_defaults(func=run)
+
+
+def quickstart_config_path() -> Path:
+    return Path(str(resources.files("sftlab.configs").joinpath("quickstart.yaml")))
+
+
+def run(args) -> int:
+    from sftlab.builtin.tasks import load_general_text, train_eval_split
+    from sftlab.checkpoint import list_checkpoints
+    from sftlab.config import load_config
+    from sftlab.evaluate import evaluate_models, write_report_html
+    from sftlab.model import load_model, load_tokenizer
+    from sftlab.train import train
+
+    t0 = time.time()
+    overrides = [f"train.output_dir={args.out}"] + ([f"train.max_steps={args.steps}"] if args.steps else [])
+    cfg = load_config(quickstart_config_path(), overrides)
+    out = Path(cfg.train.output_dir)
+    print(f"sftlab quickstart: LoRA r={cfg.lora.r} on {cfg.model.name}, built-in task suite, {cfg.train.max_steps} steps -> {out}\n")
+
+    finished = (out / "final" / "adapter_config.json").exists()
+    if finished and not args.overwrite:
+        print(f"[1/2] {out}/final exists: reusing the trained model (pass --overwrite to retrain)")
+    else:
+        resume = bool(list_checkpoints(out)) and not args.overwrite
+        print("[1/2] training" + (" (resuming)" if resume else ""))
+        result = train(cfg, resume=resume, overwrite=args.overwrite or (out.exists() and not resume))
+        if result.stopped_early:
+            print(f"training stopped early: {result.stopped_early}")
+            return 3
+    t_train = time.time() - t0
+
+    print("\n[2/2] evaluating base vs tuned (generation on CPU takes a few minutes)")
+    tok = load_tokenizer(cfg.model.name)
+    base = load_model(cfg.model.name)
+    tuned = load_model(str(out / "final"))
+    _, eval_convs = train_eval_split(seed=0)
+    report = evaluate_models(
+        {"base": (base, tok), "tuned": (tuned, tok)},
+        eval_conversations=eval_convs,
+        general_text=load_general_text(),
+        task_eval=True,
+        ifeval=args.ifeval,
+        max_task_examples_per_family=args.eval_per_family or 12,
+        train_conversations=train_eval_split(seed=0)[0],
+    )
+    report_html = out / "report.html"
+    write_report_html(report, report_html, metrics_jsonl=out / "metrics.jsonl")
+    (out / "report.json").write_text(__import__("json").dumps(report.to_json(), indent=2))
+
+    print("\n" + report.summary_table())
+    print("\nside by side (held-out prompts):")
+    for ex in report.examples(4):
+        print(f"\n  prompt: {ex['prompt']}\n  gold  : {ex['gold']}")
+        for name in ("base", "tuned"):
+            print(f"  {name:6}: {ex[name]}")
+    total = time.time() - t0
+    print(f"\nwall time: {total / 60:.1f} min (training {t_train / 60:.1f} min)")
+    print(f"report: {report_html.resolve()}")
+    print(f"chat with the tuned model: sftlab chat {out / 'final'}")
+    return 0
