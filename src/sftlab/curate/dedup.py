@@ -5,8 +5,8 @@ All three keep the FIRST occurrence and record every removed -> kept pair with a
 
 Memory: each keeps an index that grows with the number of KEPT rows (never the conversations):
   exact    16 bytes digest + set slot per kept row (~100 B)
-  minhash  one dict entry per band (9 bands at threshold 0.8 / 128 perms) + a 16-bit signature
-           (256 B) to confirm candidates: ~0.9 KB per kept row (benchmarks/bench_dedup.py measures it)
+  minhash  one dict entry per band (14 bands at threshold 0.8 / 128 perms) + a 16-bit signature
+           (256 B) to confirm candidates (benchmarks/bench_dedup.py measures the bytes per kept row)
   semantic one 384-float embedding per kept row (1.5 KB) and O(kept) work per row.
 """
 
@@ -64,7 +64,7 @@ def shingle_hashes(text: str, ngram: int) -> np.ndarray:
     toks = text.split()
     if not toks:
         return np.zeros(1, dtype=np.uint64)
-    wh = np.fromiter((zlib.crc32(t.encode("utf-8")) for t in toks), dtype=np.uint64, count=len(toks))
+    wh = np.array(list(map(zlib.crc32, map(str.encode, toks))), dtype=np.uint64)
     n = min(ngram, len(wh))
     h = np.zeros(len(wh) - n + 1, dtype=np.uint64)
     for j in range(n):
@@ -78,6 +78,11 @@ class MinHashDedupConfig(BlockConfig):
     num_perm: int = Field(128, ge=16, le=1024)
     ngram: int = Field(5, ge=1, le=20)
     seed: int = 1
+    lsh_weights: tuple[float, float] = Field(
+        (0.1, 0.9), description="(false positive, false negative) weights for datasketch's band optimiser. "
+        "Candidates are confirmed by estimated Jaccard, so a false positive costs only a comparison: weigh misses "
+        "more. At threshold 0.8/128 perms: (0.5, 0.5) -> 9 bands x 13 rows, finds 63% of pairs at Jaccard 0.84; "
+        "(0.1, 0.9) -> 14 x 9, finds 96%.")
 
 
 class MinHashDedup(Block):
@@ -86,7 +91,7 @@ class MinHashDedup(Block):
 
     datasketch's MinHash computes the signature; the band index is a dict per band from the band's
     hash to the first kept row, because datasketch's MinHashLSH costs ~3.4 KB per row in memory
-    (measured: 100k rows -> 346 MB) against ~0.9 KB here. Band count and width come from
+    (measured: 100k rows -> 346 MB); here a band entry is one dict slot (see bench_dedup.py). Band count and width come from
     datasketch's own optimiser (MinHashLSH(threshold, num_perm).b/.r). LSH candidates are
     confirmed by their estimated Jaccard >= threshold (LSH alone passes some false positives).
     """
@@ -98,17 +103,15 @@ class MinHashDedup(Block):
         super().__init__(config, **kw)
         from datasketch import MinHash, MinHashLSH
 
-        lsh = MinHashLSH(threshold=self.cfg.threshold, num_perm=self.cfg.num_perm)
+        lsh = MinHashLSH(threshold=self.cfg.threshold, num_perm=self.cfg.num_perm, weights=self.cfg.lsh_weights)
         self.bands, self.rows_per_band = lsh.b, lsh.r
-        self._proto = MinHash(num_perm=self.cfg.num_perm, seed=self.cfg.seed, hashfunc=int)
+        self._minhash = MinHash(num_perm=self.cfg.num_perm, seed=self.cfg.seed, hashfunc=int)  # reused: clear()
 
     def signature(self, normalised_text: str) -> np.ndarray:
-        from datasketch import MinHash
-
-        m = MinHash(num_perm=self.cfg.num_perm, seed=self.cfg.seed, hashfunc=int,
-                    permutations=self._proto.permutations, scheme=self._proto.scheme)
+        m = self._minhash
+        m.clear()
         m.update_batch(shingle_hashes(normalised_text, self.cfg.ngram).tolist())
-        return m.hashvalues
+        return m.hashvalues.copy()
 
     def run(self, conversations: Iterable[Conversation]) -> Iterator[Conversation]:
         index: list[dict[int, int]] = [{} for _ in range(self.bands)]

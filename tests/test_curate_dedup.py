@@ -1,0 +1,93 @@
+"""Dedup blocks remove planted duplicates, keep distinct rows, keep the first, and record pairs."""
+
+import random
+
+from sftlab.conversation import Conversation
+from sftlab.curate.blocks import normalise
+from sftlab.curate.dedup import ExactDedup, MinHashDedup, SemanticDedup, shingle_hashes
+
+
+def conv(prompt: str, response: str, **kw) -> Conversation:
+    return Conversation.from_messages([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
+                                      **kw)
+
+
+def test_normalise_lowercases_strips_punctuation_and_collapses_space():
+    assert normalise("  Hello,   WORLD!!\n\tHow's it going? ") == "hello world how s it going"
+
+
+def test_exact_dedup_matches_normalised_text_and_keeps_first():
+    a = conv("What is 2+2?", "It is 4.")
+    a_variant = conv("what is 2 + 2", "It   is 4")  # same after normalisation
+    b = conv("What is 2+3?", "It is 5.")
+    ex = ExactDedup()
+    kept = list(ex([a, b, a_variant, a]))
+    assert kept == [a, b]
+    assert ex.stats.dropped_by_reason == {"exact_duplicate": 2}
+    assert [(p.removed_id, p.kept_id, p.similarity) for p in ex.stats.pairs] == [(a_variant.id, a.id, 1.0),
+                                                                               (a.id, a.id, 1.0)]
+
+
+def test_exact_dedup_keeps_message_boundaries():
+    one = Conversation.from_messages([{"role": "user", "content": "a b"}, {"role": "assistant", "content": "c"}])
+    two = Conversation.from_messages([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b c"}])
+    assert len(list(ExactDedup()([one, two]))) == 2
+
+
+def _sentence(rng: random.Random, n: int) -> list[str]:
+    vocab = [f"w{i}" for i in range(3000)]
+    return rng.choices(vocab, k=n)
+
+
+def test_minhash_removes_near_duplicates_and_keeps_distinct():
+    rng = random.Random(0)
+    originals = [_sentence(rng, 80) for _ in range(40)]
+    rows = [conv(" ".join(t[:30]), " ".join(t[30:]), id=f"orig{i}") for i, t in enumerate(originals)]
+    planted = []
+    for i in range(0, 40, 4):  # one word changed near the end: 5-gram Jaccard ~0.94
+        t = list(originals[i])
+        t[77] = "changed"
+        planted.append(conv(" ".join(t[:30]), " ".join(t[30:]), id=f"dup{i}"))
+    md = MinHashDedup()
+    kept = list(md(rows + planted))
+    assert kept == rows
+    assert md.stats.dropped_by_reason == {"near_duplicate": len(planted)}
+    pairs = {p.removed_id: (p.kept_id, p.similarity) for p in md.stats.pairs}
+    assert set(pairs) == {c.id for c in planted}
+    for i in range(0, 40, 4):
+        kept_id, sim = pairs[f"dup{i}"]
+        assert kept_id == f"orig{i}" and 0.8 <= sim <= 1.0
+
+
+def test_minhash_threshold_is_configurable():
+    rng = random.Random(1)
+    t = _sentence(rng, 60)
+    half = t[:30] + _sentence(rng, 30)  # Jaccard of 5-grams ~0.3
+    a, b = conv(" ".join(t[:10]), " ".join(t[10:])), conv(" ".join(half[:10]), " ".join(half[10:]))
+    assert len(list(MinHashDedup()([a, b]))) == 2
+    assert len(list(MinHashDedup(threshold=0.2, lsh_weights=(0.01, 0.99))([a, b]))) == 1
+
+
+def test_shingles_of_short_text_and_determinism():
+    assert len(shingle_hashes("one two", 5)) == 1
+    assert shingle_hashes("a b c d e f", 5).tolist() == shingle_hashes("a b c d e f", 5).tolist()
+    assert len(shingle_hashes("a b c d e f", 5)) == 2
+
+
+def test_semantic_dedup_removes_paraphrases_keeps_unrelated():
+    rows = [
+        conv("How do I reverse a list in Python?", "Use my_list[::-1] or my_list.reverse()."),
+        conv("What is the capital of France?", "The capital of France is Paris."),
+        conv("Give me a recipe for pancakes.", "Mix flour, eggs and milk, then fry in a pan."),
+    ]
+    paraphrases = [
+        conv("How can I reverse a list in Python?", "Use my_list[::-1] or call my_list.reverse()."),
+        conv("What's the capital city of France?", "Paris is the capital of France."),
+    ]
+    sd = SemanticDedup(threshold=0.9, batch_size=2)  # batch smaller than the input: order across batches
+    kept = list(sd(rows + paraphrases))
+    assert kept == rows
+    assert sd.stats.dropped_by_reason == {"semantic_duplicate": 2}
+    assert [(p.removed_id, p.kept_id) for p in sd.stats.pairs] == [(paraphrases[0].id, rows[0].id),
+                                                                   (paraphrases[1].id, rows[1].id)]
+    assert all(0.9 <= p.similarity <= 1.0 + 1e-6 for p in sd.stats.pairs)
