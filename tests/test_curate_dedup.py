@@ -91,3 +91,29 @@ def test_semantic_dedup_removes_paraphrases_keeps_unrelated():
     assert [(p.removed_id, p.kept_id) for p in sd.stats.pairs] == [(paraphrases[0].id, rows[0].id),
                                                                    (paraphrases[1].id, rows[1].id)]
     assert all(0.9 <= p.similarity <= 1.0 + 1e-6 for p in sd.stats.pairs)
+
+
+def test_band_index_finds_every_key_after_growth_and_keeps_first_writer():
+    import numpy as np
+
+    from sftlab.curate.lsh_index import BandIndex, band_keys
+
+    rng = np.random.default_rng(0)
+    index = BandIndex(bands=3, capacity=8)  # grows several times below
+    all_keys = rng.integers(0, 2**63, size=(500, 3), dtype=np.uint64)
+    all_keys[7, 1] = all_keys[3, 1]  # row 7 shares band 1 with row 3
+    for row, keys in enumerate(all_keys):
+        index.insert(keys, row)
+    assert index.capacity >= 1000
+    for row, keys in enumerate(all_keys):
+        found, _ = index.query(keys)
+        expected = [row, 3 if row == 7 else row, row]
+        assert found.tolist() == expected
+    missing, _ = index.query(rng.integers(0, 2**63, size=3, dtype=np.uint64))
+    assert missing.tolist() == [-1, -1, -1]
+    sig = rng.integers(0, 2**32, size=128, dtype=np.uint64).astype(np.uint32)
+    assert band_keys(sig, 14, 9).tolist() == band_keys(sig.copy(), 14, 9).tolist()
+    other = sig.copy()
+    other[0] += 1  # changes band 0 only
+    diff = band_keys(sig, 14, 9) != band_keys(other, 14, 9)
+    assert diff.tolist() == [True] + [False] * 13

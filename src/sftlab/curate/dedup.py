@@ -5,8 +5,9 @@ All three keep the FIRST occurrence and record every removed -> kept pair with a
 
 Memory: each keeps an index that grows with the number of KEPT rows (never the conversations):
   exact    16 bytes digest + set slot per kept row (~100 B)
-  minhash  one dict entry per band (14 bands at threshold 0.8 / 128 perms) + a 16-bit signature
-           (256 B) to confirm candidates (benchmarks/bench_dedup.py measures the bytes per kept row)
+  minhash  a 12-byte entry per band in numpy tables 1/4-1/2 full (14 bands at threshold 0.8 /
+           128 perms) + a 16-bit signature (256 B) to confirm candidates: ~0.6-0.9 KB per kept row
+           plus its id string (benchmarks/bench_dedup.py measures it)
   semantic one 384-float embedding per kept row (1.5 KB) and O(kept) work per row.
 """
 
@@ -22,6 +23,7 @@ from pydantic import Field
 
 from sftlab.conversation import Conversation
 from sftlab.curate.blocks import Block, BlockConfig, DupPair, conversation_text, normalised_conversation
+from sftlab.curate.lsh_index import BandIndex, band_keys
 
 
 class ExactDedupConfig(BlockConfig):
@@ -89,9 +91,9 @@ class MinHashDedup(Block):
     """Near-duplicate removal with MinHash signatures (datasketch) and banded LSH, streaming:
     each row is queried against the rows kept so far, then inserted if kept.
 
-    datasketch's MinHash computes the signature; the band index is a dict per band from the band's
-    hash to the first kept row, because datasketch's MinHashLSH costs ~3.4 KB per row in memory
-    (measured: 100k rows -> 346 MB); here a band entry is one dict slot (see bench_dedup.py). Band count and width come from
+    datasketch's MinHash computes the signature; the band index is lsh_index.BandIndex (numpy
+    open addressing, 12 B per entry) because datasketch's in-memory MinHashLSH costs ~3.4 KB per
+    row (measured: 100k rows -> 346 MB) and a dict per band still ~1.9 KB (300k rows). Band count and width come from
     datasketch's own optimiser (MinHashLSH(threshold, num_perm).b/.r). LSH candidates are
     confirmed by their estimated Jaccard >= threshold (LSH alone passes some false positives).
     """
@@ -114,33 +116,56 @@ class MinHashDedup(Block):
         return m.hashvalues.copy()
 
     def run(self, conversations: Iterable[Conversation]) -> Iterator[Conversation]:
-        index: list[dict[int, int]] = [{} for _ in range(self.bands)]
-        sigs: list[np.ndarray] = []  # 16-bit signature per kept row (collision 1/65536 per slot)
+        index = BandIndex(self.bands)
+        sigs = SignatureStore(self.cfg.num_perm)
         ids: list[str] = []
-        r = self.rows_per_band
         for conv in conversations:
             self.stats.seen += 1
             sig = self.signature(normalised_conversation(conv))
-            keys = [hash(sig[b * r:(b + 1) * r].tobytes()) for b in range(self.bands)]
+            keys = band_keys(sig, self.bands, self.rows_per_band)
+            cands, slots = index.query(keys)
             sig16 = sig.astype(np.uint16)
             best, best_sim = -1, 0.0
-            for band, key in zip(index, keys):
-                cand = band.get(key)
-                if cand is not None and cand != best:
-                    sim = float(np.mean(sigs[cand] == sig16))
-                    if sim > best_sim:
-                        best, best_sim = cand, sim
+            for cand in set(cands[cands >= 0].tolist()):
+                sim = float(np.mean(sigs[cand] == sig16))
+                if sim > best_sim or (sim == best_sim and cand < best):
+                    best, best_sim = cand, sim
             if best >= 0 and best_sim >= self.cfg.threshold:
                 self.stats.drop(conv, "near_duplicate", f"estimated Jaccard {best_sim:.2f} with {ids[best]}")
                 self.stats.pairs.append(DupPair(conv.id, ids[best], best_sim))
                 continue
-            row = len(sigs)
+            index.insert(keys, len(ids), slots)
             sigs.append(sig16)
             ids.append(conv.id)
-            for band, key in zip(index, keys):
-                band.setdefault(key, row)
             yield conv
-        self.stats.notes.update(bands=self.bands, rows_per_band=r, index_rows=len(sigs))
+        self.stats.notes.update(bands=self.bands, rows_per_band=self.rows_per_band, index_rows=len(ids),
+                                index_bytes=index.nbytes + sigs.nbytes)
+
+
+class SignatureStore:
+    """16-bit MinHash signatures of kept rows in 64k-row numpy chunks (no per-row object).
+    Equal 32-bit values stay equal; unequal ones collide with probability 1/65536, which raises a
+    Jaccard estimate by at most ~0.00002."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, num_perm: int):
+        self.num_perm = num_perm
+        self.chunks: list[np.ndarray] = []
+        self.n = 0
+
+    def append(self, sig16: np.ndarray) -> None:
+        if self.n == len(self.chunks) * self.CHUNK:
+            self.chunks.append(np.empty((self.CHUNK, self.num_perm), dtype=np.uint16))
+        self.chunks[-1][self.n % self.CHUNK] = sig16
+        self.n += 1
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        return self.chunks[row // self.CHUNK][row % self.CHUNK]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.chunks)
 
 
 # ----------------------------------------------------------------------------------- semantic
