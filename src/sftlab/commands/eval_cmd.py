@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("eval", help="compare a base and tuned model(s): perplexity, tasks, IFEval, with 95% CIs")
+    p = sub.add_parser("eval", help="compare a base and tuned model(s): perplexity, tasks, IFEval, with 95%% CIs")
     p.add_argument("--base", required=True, help="baseline model: hub id, folder, .gguf, adapter folder or smollm2-135m-instruct")
     p.add_argument("--tuned", action="append", required=True, help="tuned model (repeat for several)")
     p.add_argument("--data", help="held-out instruction data for response perplexity (default: built-in task eval split)")
