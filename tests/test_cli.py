@@ -20,3 +20,13 @@ def test_all_commands_have_working_help(capsys):
 def test_missing_config_is_a_clean_error(capsys, tmp_path):
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_config_reference_is_up_to_date():
+    """docs/config.md is generated from the pydantic models; regenerate: python -m sftlab.config > docs/config.md"""
+    from pathlib import Path
+
+    from sftlab.config import reference_markdown
+
+    doc = Path(__file__).parent.parent / "docs" / "config.md"
+    assert doc.read_text().strip() == reference_markdown().strip()

@@ -25,51 +25,51 @@ class Strict(BaseModel):
 
 
 class ModelConfig(Strict):
-    name: str = DEFAULT_MODEL  # hub id, local folder, .gguf file, or the embedded alias
-    template: str = "auto"  # "auto" = the tokenizer's own; or chatml | llama3 | alpaca
-    add_special_tokens: bool = False  # let a built-in template add its tokens (embeddings resized)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
-    trust_remote_code: bool = False
+    name: str = Field(DEFAULT_MODEL, description="hub id, local folder, .gguf file, or the embedded alias")
+    template: str = Field("auto", description="\"auto\" = the tokenizer's own; or chatml | llama3 | alpaca")
+    add_special_tokens: bool = Field(False, description="let a built-in template add its tokens (embeddings resized)")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype; on GPU keep float32 and launch with --mixed_precision bf16")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field("sdpa", description="attention kernel; packing keeps examples apart with each")
+    trust_remote_code: bool = Field(False, description="run Python code shipped with a hub model; only if you trust it")
 
 
 class LoraSettings(Strict):
-    enabled: bool = True
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    enabled: bool = Field(True, description="LoRA adapters (peft); false = full fine-tuning")
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
+    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="module names to adapt, or all-linear")
 
 
 class DataConfig(Strict):
-    train: list[DataSourceConfig]
-    eval: list[DataSourceConfig] = []
-    eval_fraction: float = Field(0.0, ge=0.0, lt=1.0)  # held out from train when `eval` is empty
-    train_on: Literal["all_assistant", "last_assistant", "everything"] = "all_assistant"
-    max_len: int = Field(1024, ge=8)
-    length_policy: Literal["drop", "truncate", "split"] = "split"
-    packing: bool = True
-    on_error: Literal["raise", "skip"] = "raise"
+    train: list[DataSourceConfig] = Field(description="training sources (see data.train[] below)")
+    eval: list[DataSourceConfig] = Field([], description="eval-loss sources")
+    eval_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="held out from train when `eval` is empty")
+    train_on: Literal["all_assistant", "last_assistant", "everything"] = Field("all_assistant", description="which tokens get loss; the stop token after each trained turn is always trained")
+    max_len: int = Field(1024, ge=8, description="longest example in tokens; longer ones follow length_policy")
+    length_policy: Literal["drop", "truncate", "split"] = Field("split", description="what to do with over-long examples (always counted and reported)")
+    packing: bool = Field(True, description="pack examples into rows without padding; false = padded batches")
+    on_error: Literal["raise", "skip"] = Field("raise", description="bad rows: stop with all problems listed, or skip them (counted)")
 
 
 class TrainConfig(Strict):
-    output_dir: str = "runs/sft"
-    lr: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_ratio: float = Field(0.05, ge=0, le=1)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
-    tokens_per_batch: int = Field(4096, ge=16)  # packing budget of one micro-batch (one packed row)
-    batch_size: int = Field(8, ge=1)  # examples per micro-batch when packing is off
-    grad_accum: int = Field(1, ge=1)
-    max_grad_norm: float | None = 1.0
-    seed: int = 0
-    eval_every: int = Field(0, ge=0)  # steps; 0 = only at the end
-    save_every: int = Field(0, ge=0)  # steps; 0 = only at the end
-    keep_checkpoints: int = Field(2, ge=1)
-    max_nonfinite_steps: int = Field(3, ge=1)  # stop after this many non-finite losses in a row
+    output_dir: str = Field("runs/sft", description="checkpoints, metrics.jsonl, final/ model")
+    lr: float = Field(2e-4, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    warmup_ratio: float = Field(0.05, ge=0, le=1, description="fraction of steps with linear warmup")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="decay after warmup")
+    epochs: float = Field(1.0, gt=0, description="passes over the data (fractions allowed)")
+    max_steps: int | None = Field(None, ge=1, description="overrides epochs when set")
+    tokens_per_batch: int = Field(4096, ge=16, description="packing budget of one micro-batch (one packed row)")
+    batch_size: int = Field(8, ge=1, description="examples per micro-batch when packing is off")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (per process)")
+    max_grad_norm: float | None = Field(1.0, description="gradient clipping; null = off")
+    seed: int = Field(0, description="seeds data order, LoRA init and sampling")
+    eval_every: int = Field(0, ge=0, description="steps; 0 = only at the end")
+    save_every: int = Field(0, ge=0, description="steps; 0 = only at the end")
+    keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept")
+    max_nonfinite_steps: int = Field(3, ge=1, description="stop after this many non-finite losses in a row")
 
 
 class RunConfig(Strict):
@@ -139,3 +139,25 @@ def format_validation_error(where: str, e: ValidationError) -> str:
 def _all_field_names() -> list[str]:
     models = [ModelConfig, LoraSettings, DataConfig, TrainConfig, RunConfig, DataSourceConfig]
     return sorted({name for m in models for name in m.model_fields})
+
+
+def reference_markdown() -> str:
+    """The config reference (README links to docs/config.md, generated from these models)."""
+    lines = ["# Config reference", "", "Generated from `src/sftlab/config.py` by `python -m sftlab.config`; "
+             "unknown keys are errors.", ""]
+    sections = [("model", ModelConfig), ("lora", LoraSettings), ("data", DataConfig),
+                ("data.train[] / data.eval[]", DataSourceConfig), ("train", TrainConfig)]
+    for title, model in sections:
+        lines += [f"## `{title}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for name, f in model.model_fields.items():
+            typ = getattr(f.annotation, "__name__", None) if isinstance(f.annotation, type) else None
+            typ = (typ or str(f.annotation).replace("typing.", "")).replace("|", "\\|")
+            default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+            meaning = (f.description or "").replace("|", "\\|")
+            lines.append(f"| `{name}` | {typ} | {default} | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())

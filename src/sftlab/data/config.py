@@ -16,13 +16,13 @@ class DataSourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str
-    format: str = "auto"
-    columns: dict[str, str] | None = None
-    split: str = "train"
-    weight: float = Field(default=1.0, gt=0)
-    streaming: bool = False
-    limit: int | None = Field(default=None, ge=0)
+    path: str = Field(description="file, folder, glob, hub dataset id, or builtin:tasks-train / builtin:tasks-eval")
+    format: str = Field("auto", description="auto, messages, sharegpt, alpaca, prompt_completion or text")
+    columns: dict[str, str] | None = Field(None, description="our field name -> your column name")
+    split: str = Field("train", description="split for `datasets` sources")
+    weight: float = Field(default=1.0, gt=0, description="mixing weight: keeps round(weight x rows) rows (>1 repeats)")
+    streaming: bool = Field(False, description="stream a `datasets` source instead of loading it whole")
+    limit: int | None = Field(default=None, ge=0, description="use only the first N rows")
 
     @field_validator("format")
     @classmethod
