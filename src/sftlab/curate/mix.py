@@ -142,7 +142,6 @@ class Mix(Block):
             weights = temperature_weights(sizes, self.cfg.temperature)
         else:
             weights = self.cfg.weights or self.default_weights or {k: 1.0 for k in groups}
-            weights = {k: w for k, w in weights.items() if k in groups or w > 0}
         total = self.cfg.total or self.stats.seen
         out, report = mix_sources(groups, weights, total, self.cfg.seed)
         self.stats.notes["per_source"] = report.per_source

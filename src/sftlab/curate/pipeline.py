@@ -17,7 +17,7 @@ from typing import Any
 from sftlab.conversation import Conversation
 from sftlab.curate.blocks import Block, BlockStats
 from sftlab.curate.config import CurateConfig
-from sftlab.curate.mix import Mix
+from sftlab.curate.mix import Mix, MixReport
 
 
 @dataclass
@@ -45,6 +45,9 @@ class CurateResult:
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r[:4], widths)))
                  + "  " + r[4] for r in rows]
         lines.insert(1, "-" * (sum(widths) + 8 + len(rows[0][4])))
+        for b in self.blocks:
+            if "per_source" in b.notes:
+                lines += ["", f"{b.name}: per source", MixReport(b.notes["per_source"], b.kept).table()]
         lines.append(f"wrote {self.written:,} conversations to {self.output}; stats in {self.stats_path}")
         return "\n".join(lines)
 

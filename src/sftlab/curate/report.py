@@ -142,9 +142,11 @@ def build_report(convs: Sequence[Conversation], out: str | Path, *, pairs: Seque
         rows.append([kept, str(len(removed)), f"{min(s for _, s in removed):.2f}", kept_text,
                      preview(by_id[first_removed]) if first_removed in by_id else first_removed])
     parts.append(_table(["kept id", "removed", "min similarity", "kept example", "a removed example"], rows))
-    if embeddings:
+    if embeddings and len(convs) >= 3:
         plot, n = embedding_map(convs, max_points)
         parts += ["<h2>Embedding map</h2>", plot]
+    elif embeddings:
+        parts += ["<h2>Embedding map</h2>", f"<p>skipped: {len(convs)} example(s), a 2-D map needs at least 3.</p>"]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(_page(title, "\n".join(parts)), encoding="utf-8")
