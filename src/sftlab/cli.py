@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "sftlab.commands.model_cmd",
     "sftlab.commands.eval_cmd",
     "sftlab.commands.quickstart_cmd",
+    "sftlab.commands.ablate_cmd",
     "sftlab.curate.cli",
     "sftlab.synth.cli",
 ]
