@@ -17,7 +17,7 @@ def register(sub) -> None:
     p = sub.add_parser("quickstart", help="tune the embedded SmolLM2 on the built-in tasks and compare base vs tuned (CPU, ~10 min)")
     p.add_argument("--out", default="runs/quickstart", help="output folder (model in OUT/final, report in OUT/report.html)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: from the quickstart config)")
-    p.add_argument("--eval-per-family", type=int, default=None, help="task examples per family to evaluate (default 12)")
+    p.add_argument("--eval-per-family", type=int, default=None, help="task examples per family to evaluate (default 8)")
     p.add_argument("--ifeval", action="store_true", help="also run the verifiable instruction-following prompts (slower)")
     p.add_argument("--overwrite", action="store_true", help="retrain from scratch even if OUT holds a run")
     p.set_defaults(func=run)
@@ -65,7 +65,7 @@ def run(args) -> int:
         general_text=load_general_text(),
         task_eval=True,
         ifeval=args.ifeval,
-        max_task_examples_per_family=args.eval_per_family or 12,
+        max_task_examples_per_family=args.eval_per_family or 8,
         max_ifeval_prompts=30,
         ifeval_max_new_tokens=192,
         train_conversations=train_convs,
