@@ -1,0 +1,22 @@
+"""`sftlab ablate CONFIG`: train the same probe on several data variants of one size and compare
+them on the same eval prompts (table with 95% CIs, paired differences vs a baseline, plot)."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ablate", help="train the same small probe on data variants of one size; compare with 95%% CIs")
+    p.add_argument("config", help="ablation YAML, or a shipped one by name (e.g. ablation-curated-vs-random)")
+    p.add_argument("--out", default=None, help="output folder (default: the config's output_dir); finished variants are reused")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from sftlab.ablate import run_ablation
+
+    result = run_ablation(args.config, out=args.out)
+    print("\n" + result.markdown)
+    if result.reused:
+        print(f"reused finished variants: {', '.join(result.reused)}")
+    print(f"report: {(result.out / 'ablation.html').resolve()} (also ablation.md, ablation.json, ablation.png, eval_report.html)")
+    return 0
