@@ -88,6 +88,16 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
+def remove_stale_temp_folders(out_dir: Path) -> list[str]:
+    """Delete the temp folders of saves that a kill interrupted (each can be as large as a whole
+    checkpoint). Only call it when no save is running in `out_dir`, i.e. before training starts."""
+    removed = []
+    for tmp in Path(out_dir).glob(".tmp-checkpoint-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp.name)
+    return sorted(removed)
+
+
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> Resumed:
     path = Path(path)
     expected = json.loads((path / MARKER).read_text())

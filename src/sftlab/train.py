@@ -23,7 +23,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from sftlab.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from sftlab.checkpoint import list_checkpoints, load_checkpoint, remove_stale_temp_folders, save_checkpoint
 from sftlab.config import RunConfig
 from sftlab.errors import SftlabError
 from sftlab.loss import summed_loss
@@ -97,6 +97,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, mode
     # ---- resume ---------------------------------------------------------------------------------
     meta = {"config_fingerprint": cfg.fingerprint(), "data_fingerprint": data.fingerprint}
     start_step = 0
+    if resume and is_main and (stale := remove_stale_temp_folders(out)):
+        log(f"removed {len(stale)} half-written checkpoint folder(s) left by an interrupted save: {', '.join(stale)}")
     if resume and (ckpts := list_checkpoints(out)):
         state = load_checkpoint(ckpts[-1], accelerator.unwrap_model(model), optimizer, scheduler)
         for key, value in meta.items():
@@ -279,7 +281,20 @@ def truncate_metrics(path: Path, step: int) -> None:
     """On resume, forget metrics logged after the checkpoint so the log matches an unbroken run."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    lines = path.read_text().splitlines()
+    keep = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # the last line was being appended when the run was killed
+                print(f"{path}: dropped a half-written last line ({len(line)} chars) left by the interrupted run")
+                continue
+            raise SftlabError(f"{path}:{i + 1}: not valid JSON; fix or delete that line, then resume") from None
+        if record["step"] <= step:
+            keep.append(line)
     path.write_text("".join(line + "\n" for line in keep))
 
 
