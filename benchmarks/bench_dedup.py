@@ -10,8 +10,9 @@ which is O(kept rows) by design (band dict entries + a 16-bit signature per kept
 
 Printed at each checkpoint: rows/s of the dedup block alone, by CPU time of this process (the
 number a dedicated core gives; generation CPU time, measured in its own pass, is subtracted) and
-by wall clock including generation (lower when other jobs share the cores); peak RSS (getrusage), current RSS, the
-growth over the baseline per kept row, and recall of the planted duplicates.
+by wall clock including generation (lower when other jobs share the cores); peak RSS
+(getrusage), current RSS, the growth over the baseline per kept row, and recall of the planted
+duplicates.
 """
 
 from __future__ import annotations

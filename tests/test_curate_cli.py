@@ -99,3 +99,10 @@ def test_data_report_writes_self_contained_html(workspace):
         assert f"<h2>{section}</h2>" in page
     assert "1 duplicates in 1 clusters" in page
     assert "http://" not in page and "https://" not in page  # nothing fetched when opened
+
+
+def test_duplicate_input_names_are_an_error(tmp_path):
+    cfg = tmp_path / "dup.yaml"
+    cfg.write_text("inputs: [{path: a/train.jsonl}, {path: b/train.jsonl}]\noutput: out.jsonl\n")
+    with pytest.raises(ConfigError, match=r"\['train'\].*\n.*fix: give each input a unique"):
+        load_curate_config(cfg)

@@ -114,7 +114,8 @@ def load_curate_config(path: str | Path) -> CurateConfig:
     names = [i.display_name() for i in cfg.inputs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ConfigError(f"{path} [inputs]: input names {dupes} are used twice\n    fix: give each input a unique name:")
+        raise ConfigError(f"{path} [inputs]: input names {dupes} are used more than once (the name defaults to the "
+                          "file name without extension)\n    fix: give each input a unique `name:`")
     return cfg.resolve(path.parent)
 
 
