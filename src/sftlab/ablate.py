@@ -109,11 +109,13 @@ def config_path(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.is_file():
         return p
-    shipped = Path(str(resources.files("sftlab.configs"))) / (p.name if p.suffix == ".yaml" else p.name + ".yaml")
+    folder = resources.files("sftlab.configs")
+    shipped = Path(str(folder.joinpath(p.name if p.suffix == ".yaml" else p.name + ".yaml")))
     if shipped.is_file():
         return shipped
+    names = sorted(x.name.removesuffix(".yaml") for x in folder.iterdir() if x.name.startswith("ablation-"))
     raise ConfigError(f"{name_or_path}: no such config file (nor a shipped config of that name)\n"
-                      f"    fix: give a path, or one of {sorted(x.stem for x in shipped.parent.glob('ablation*.yaml'))}")
+                      f"    fix: give a path, or one of {names}")
 
 
 def load_ablation_config(path: str | Path) -> tuple[AblationConfig, Path]:
@@ -273,7 +275,10 @@ def train_variant(cfg: AblationConfig, base: Path, vd: VariantData, vdir: Path, 
     return res.final_dir, False
 
 
-def eval_variant(cfg: AblationConfig, base: Path, vd: VariantData, final: Path, vdir: Path, log=print) -> dict:
+def eval_variant(cfg: AblationConfig, base: Path, vd: VariantData, final: Path, vdir: Path, retrained: bool,
+                 log=print) -> tuple[dict, bool]:
+    """Per-prompt verdicts and per-conversation response losses, written to vdir/eval.json;
+    (results, True if a saved evaluation of this same model and data was reused)."""
     from sftlab.curate.pipeline import write_json_atomic
     from sftlab.evaluate.runner import evaluate_models
     from sftlab.model import load_model, load_tokenizer

@@ -8,7 +8,7 @@ meta["noise"] ("clean" for untouched rows), so a report can count what each sele
 | exact_duplicate  | a byte-for-byte copy of a clean row                                       |
 | near_duplicate   | a clean row with its prompt re-cased, re-spaced or re-punctuated          |
 | wrong_answer     | a fresh prompt answered with another example's answer of the same family  |
-| truncated        | a fresh prompt whose answer is cut to its first half (at least 1 char)    |
+| truncated        | a fresh prompt whose answer (2+ chars) is cut to its first half           |
 | off_task         | a fresh prompt answered with the answer to another family's question      |
 | refusal          | a fresh prompt answered with "As an AI language model, I cannot ..."      |
 | trivial          | a fresh prompt answered with "OK." / "Sure!" / "I don't know." ...        |
@@ -84,7 +84,8 @@ def build_noisy_pool(cfg: NoisyPoolConfig | None = None) -> list[Conversation]:
     order = list(range(len(train)))
     rng.shuffle(order)
     fresh_needed = sum(v for k, v in counts.items() if k not in ("clean", "exact_duplicate", "near_duplicate"))
-    if counts["clean"] + fresh_needed > len(train):
+    # x2 headroom: truncation skips prompts whose answer is one character long
+    if counts["clean"] + 2 * fresh_needed > len(train):
         raise ValueError(f"noisy pool of {cfg.size} needs {counts['clean'] + fresh_needed} distinct train prompts, "
                          f"the suite has {len(train)}; fix: raise n_train_per_family or lower size")
     clean = [train[i] for i in order[:counts["clean"]]]
@@ -108,6 +109,8 @@ def build_noisy_pool(cfg: NoisyPoolConfig | None = None) -> list[Conversation]:
                          f"gold {c.last_response!r}"))
     for _ in range(counts.get("truncated", 0)):
         c = next(fresh)
+        while len(c.last_response) < 2:  # a 1-character answer cannot be cut: take the next prompt
+            c = next(fresh)
         ans = c.last_response
         rows.append(_tag(_with(c, answer=ans[:max(1, len(ans) // 2)]), "truncated", f"gold {ans!r}"))
     for _ in range(counts.get("off_task", 0)):
