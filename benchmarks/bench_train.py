@@ -1,0 +1,368 @@
+"""sftlab's training loop vs TRL's SFTTrainer: same model, data, sequence budget, trained tokens.
+
+    python benchmarks/bench_train.py --model tiny                # tiny Llama, full FT (~1 min)
+    python benchmarks/bench_train.py --model smollm2 --steps 3   # SmolLM2-135M LoRA r=16 (slow on CPU)
+    python benchmarks/bench_train.py --prep-rows 2000            # data preparation only
+
+Every run is its own subprocess (peak RSS is that process's ru_maxrss); runs alternate
+sftlab, TRL default, TRL best, sftlab, ... so a noisy shared CPU hits all of them alike, and the
+report gives ratios of medians. Both sides get the same tokenizer and ChatML template (with
+`{% generation %}` markers so TRL's `assistant_only_loss` trains exactly the assistant answers plus
+their <|im_end|>, the tokens sftlab trains), the same initial weights / LoRA init, fp32, AdamW,
+constant lr, clip 1.0, one micro-batch per step. Throughput is measured over the steps after
+`--warmup` (timestamps at step ends), so model loading, data preparation and saving are excluded.
+
+TRL variants:
+  trl_default: SFTConfig defaults (padding, gradient_checkpointing=True) except what equality
+               needs: fp32 (its default bf16=True would change the loss), lr/schedule/steps,
+               assistant_only_loss=True, batch size = sftlab's mean examples per packed row.
+  trl_best:    packing=True (strategy "bfd" = padding-free rows with restarting position_ids),
+               max_length = sftlab's token budget, gradient_checkpointing=False.
+Loss equality: after training, both models are scored on the same held-out conversations with
+the same function (sftlab.loss.summed_loss): `eval_loss` must match to within noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHATML_GEN = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}{{ message['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+WORDS = ("the model data train token answer question value number result list sort reverse word "
+         "first second third because therefore simple example short long text line code function "
+         "return print input output loop file error check test small large fast slow good bad").split()
+
+
+# ---- synthetic chat data (seeded) ---------------------------------------------------------------
+def synthetic_conversations(n: int, seed: int) -> list[dict]:
+    """Mixed lengths like real chat data: 1-4 turns, prompts 5-60 words, answers ~20-280 tokens
+    (words here are 1-2 tokens each; lengths drawn log-uniform so short answers dominate)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        msgs = []
+        if rng.random() < 0.3:
+            msgs.append({"role": "system", "content": "You are a careful assistant."})
+        for _ in range(rng.choice([1, 1, 2, 2, 3, 4])):
+            q = " ".join(rng.choices(WORDS, k=rng.randint(5, 60))) + "?"
+            a = " ".join(rng.choices(WORDS, k=int(round(10 ** rng.uniform(1.3, 2.45))))) + "."
+            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        rows.append({"messages": msgs})
+    return rows
+
+
+# ---- model / tokenizer (identical for both sides) --------------------------------------------------
+def make_tokenizer(kind: str):
+    # SmolLM2's tokenizer for both models: realistic token counts (a word is ~1 token); the tiny
+    # model then has a 49k vocabulary too, so its lm_head is a large share of its compute, as in 135M.
+    from sftlab.model import load_tokenizer
+
+    tok = load_tokenizer("smollm2-135m-instruct")
+    tok.chat_template = CHATML_GEN
+    return tok
+
+
+def make_model(kind: str, tok, seed: int):
+    import torch
+
+    torch.manual_seed(seed)
+    if kind == "tiny":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False)
+        cfg._attn_implementation = "sdpa"
+        return LlamaForCausalLM(cfg)
+    from sftlab.model import add_lora, load_model
+
+    torch.manual_seed(seed)  # LoRA A init
+    return add_lora(load_model("smollm2-135m-instruct"), r=16, alpha=32, dropout=0.0, target_modules="all-linear")
+
+
+def flops_per_token(model, kind: str, mean_pos: float) -> float:
+    """Conventional model FLOPs per real token: 6N (full) or 4N (LoRA: forward 2N + activation
+    grads 2N, no weight grads for frozen weights), N = non-embedding weights incl. lm_head, plus
+    attention 3 x 4 * layers * hidden * mean position (QK^T and AV, forward + 2x backward)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    emb = base.get_input_embeddings().weight
+    n = sum(p.numel() for name, p in base.named_parameters() if "lora_" not in name and p is not emb)
+    if base.config.tie_word_embeddings:
+        n += emb.numel()  # the tied lm_head matmul still runs
+    c = 6 if kind == "tiny" else 4
+    return c * n + 3 * 4 * base.config.num_hidden_layers * base.config.hidden_size * mean_pos
+
+
+def eval_loss(model, tok, eval_rows: list[dict]) -> float:
+    """Mean CE per trained token on held-out rows, one example per forward: same function for both."""
+    import torch
+
+    from sftlab.conversation import Conversation
+    from sftlab.loss import summed_loss
+    from sftlab.pack import collate_packed
+    from sftlab.render import Renderer
+
+    renderer = Renderer(tok)
+    model.eval()
+    tot = n = 0.0
+    with torch.no_grad():
+        for row in eval_rows:
+            loss, k = summed_loss(model, collate_packed([renderer.render(Conversation.from_messages(row["messages"]))]))
+            tot += float(loss)
+            n += k
+    return tot / max(1, n)
+
+
+# ---- workers (one per subprocess) ------------------------------------------------------------------
+def worker_sftlab(a) -> dict:
+    import torch
+
+    from sftlab.config import load_config
+    from sftlab.train import train
+
+    torch.set_num_threads(a.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sftlab-"))
+    rows = synthetic_conversations(a.rows, a.seed)
+    (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = make_tokenizer(a.model)
+    model = make_model(a.model, tok, a.seed)
+    cfg = load_config({
+        "model": {"name": "unused-model-passed-in", "template": "auto"},
+        "lora": {"enabled": False},  # LoRA already applied by make_model (same init as TRL's run)
+        "data": {"train": [{"path": str(tmp / "data.jsonl")}], "max_len": a.max_len, "length_policy": "truncate", "packing": True},
+        "train": {"output_dir": str(tmp / "run"), "lr": a.lr, "schedule": "constant", "warmup_ratio": 0.0,
+                  "max_steps": a.warmup + a.steps, "tokens_per_batch": a.budget, "grad_accum": 1, "seed": a.seed},
+    })
+    train(cfg, model=model, tokenizer=tok)
+    lines = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
+    timed = lines[a.warmup :]
+    # metrics hold trained tokens per step; real tokens per step are recomputed from the same stream
+    from sftlab.prepare import prepare
+    from sftlab.render import Renderer
+    from sftlab.train import step_batches
+
+    data = prepare(Renderer(tok), cfg.data, cfg.train, pad_id=tok.pad_token_id or 0)
+    real = [sum(b.n_tokens for b in step_batches(data.train, s, 1, 0, 1)) for s in range(a.warmup, a.warmup + a.steps)]
+    seconds = timed[-1]["elapsed_s"] - lines[a.warmup - 1]["elapsed_s"] if a.warmup else timed[-1]["elapsed_s"]
+    ex = data.train.examples
+    mean_pos = sum(len(r) * (len(r) - 1) / 2 for r in ex) / sum(len(r) for r in ex)
+    return {
+        "trained_tokens": sum(x["trained_tokens"] for x in timed), "real_tokens": sum(real), "seconds": seconds,
+        "loss_last": timed[-1]["loss"], "loss_mean": statistics.mean(x["loss"] for x in timed),
+        "eval_loss": eval_loss(model, tok, synthetic_conversations(a.eval_rows, a.seed + 1)),
+        "flops_per_token": flops_per_token(model, a.model, mean_pos),
+        "examples_per_row": len(ex) / len(data.train),
+    }
+
+
+def worker_trl(a, best: bool) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    torch.set_num_threads(a.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-trl-"))
+    tok = make_tokenizer(a.model)
+    model = make_model(a.model, tok, a.seed)
+    ds = Dataset.from_list(synthetic_conversations(a.rows, a.seed))
+    args = SFTConfig(
+        output_dir=str(tmp), max_steps=a.warmup + a.steps, per_device_train_batch_size=1, gradient_accumulation_steps=1,
+        learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0,
+        optim="adamw_torch", seed=a.seed, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+        bf16=False, assistant_only_loss=True, dataloader_num_workers=0, disable_tqdm=True,
+        max_length=a.budget if best else a.max_len,
+        packing=best, gradient_checkpointing=not best,  # TRL's default is True; off in its best CPU setting
+    )
+    stamps, tokens, losses = [], [], []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, *_a, **_k):
+            stamps.append(time.perf_counter())
+
+        def on_log(self, _args, _state, _control, logs=None, **_k):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    class Counting(SFTTrainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            lab = inputs["labels"][..., 1:]  # HF shifts labels inside the loss: position 0 is never a target
+            att = inputs.get("attention_mask")
+            tokens.append((int((lab != -100).sum()), int(att.sum()) if att is not None else int(inputs["input_ids"].numel())))
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    trainer = Counting(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Clock()])
+    if not best:  # padded batches hold as many examples as sftlab's packed rows do on average
+        trainer.args.per_device_train_batch_size = a.batch
+    trainer.train()
+    timed = tokens[a.warmup :]
+    return {
+        "trained_tokens": sum(t for t, _ in timed), "real_tokens": sum(r for _, r in timed),
+        "seconds": stamps[-1] - stamps[a.warmup - 1] if a.warmup else float("nan"),
+        "loss_last": losses[-1], "loss_mean": statistics.mean(losses[a.warmup :]),
+        "eval_loss": eval_loss(trainer.model, tok, synthetic_conversations(a.eval_rows, a.seed + 1)),
+    }
+
+
+def worker_prep_sftlab(a) -> dict:
+    from sftlab.config import DataConfig, TrainConfig
+    from sftlab.prepare import prepare
+    from sftlab.render import Renderer
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-prep-"))
+    (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synthetic_conversations(a.prep_rows, a.seed)))
+    tok = make_tokenizer("smollm2")
+    t0 = time.perf_counter()
+    data = prepare(Renderer(tok), DataConfig(train=[{"path": str(tmp / "data.jsonl")}], max_len=a.max_len, length_policy="truncate"),
+                   TrainConfig(tokens_per_batch=a.budget), pad_id=tok.pad_token_id or 0)
+    sec = time.perf_counter() - t0
+    return {"rows": a.prep_rows, "seconds": sec, "trained": sum(r.n_trained for r in data.train.examples), "packed_rows": len(data.train)}
+
+
+def worker_prep_trl(a) -> dict:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-prep-trl-"))
+    (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synthetic_conversations(a.prep_rows, a.seed)))
+    tok = make_tokenizer("smollm2")
+    args = SFTConfig(output_dir=str(tmp / "out"), packing=True, max_length=a.budget, assistant_only_loss=True, use_cpu=True,
+                     bf16=False, report_to=[])
+    t0 = time.perf_counter()
+    ds = Dataset.from_json(str(tmp / "data.jsonl"), cache_dir=str(tmp / "cache"))
+    trainer = SFTTrainer.__new__(SFTTrainer)  # only the dataset preparation, not a model
+    trainer.chat_template, trainer.completion_only_loss, trainer._tokenizer = None, False, tok
+    from trl.chat_template_utils import has_generation_markers
+
+    assert has_generation_markers(tok.chat_template)
+    out = SFTTrainer._prepare_dataset(trainer, ds, tok, args, True, None, "train")
+    sec = time.perf_counter() - t0
+    trained = sum(sum(m) for m in out["assistant_masks"]) if "assistant_masks" in out.column_names else -1
+    return {"rows": a.prep_rows, "seconds": sec, "trained": trained, "packed_rows": len(out)}
+
+
+WORKERS = {"sftlab": worker_sftlab, "trl_default": lambda a: worker_trl(a, False), "trl_best": lambda a: worker_trl(a, True),
+           "prep_sftlab": worker_prep_sftlab, "prep_trl": worker_prep_trl, "matmul_peak": None}
+
+
+def matmul_peak(seconds: float = 2.0, n: int = 1024) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.matmul(a, b)
+        done += 1
+    return 2 * n**3 * done / (time.perf_counter() - t0)
+
+
+# ---- parent: alternate runs, aggregate, print -------------------------------------------------------
+def run_worker(name: str, a, extra_env: dict) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items() if k not in ("worker", "runs", "only", "malloc", "prep_only") and v is not None]
+    env = {**os.environ, **extra_env, "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{p.stderr[-4000:]}")
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per run (default: tiny 20, smollm2 3)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=None, help="alternating rounds (default: tiny 3, smollm2 1)")
+    ap.add_argument("--rows", type=int, default=None)
+    ap.add_argument("--eval-rows", type=int, default=8)
+    ap.add_argument("--budget", type=int, default=None, help="tokens per packed row / per step")
+    ap.add_argument("--max-len", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=None, help="TRL default's padded batch size (default: sftlab's examples per row)")
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prep-rows", type=int, default=2000)
+    ap.add_argument("--prep-only", action="store_true")
+    ap.add_argument("--only", default="sftlab,trl_default,trl_best")
+    ap.add_argument("--malloc", default="", help="GLIBC_TUNABLES value applied to every worker, e.g. "
+                    "glibc.malloc.mmap_threshold=1000000000:glibc.malloc.trim_threshold=1000000000")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    tiny = a.model == "tiny"
+    a.steps = a.steps or (20 if tiny else 3)
+    a.runs = a.runs or (3 if tiny else 1)
+    a.budget = a.budget or (2048 if tiny else 2048)
+    a.lr = a.lr or (1e-3 if tiny else 2e-4)
+    a.rows = a.rows or max(64, 8 * (a.warmup + a.steps) * 2)  # enough rows that no run wraps an epoch
+    if a.worker:
+        if a.worker == "matmul_peak":
+            res = {"flops": matmul_peak()}
+        else:
+            res = WORKERS[a.worker](a)
+        res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(res))
+        return
+    env = {"GLIBC_TUNABLES": a.malloc} if a.malloc else {}
+    print(f"# bench_train: model={a.model} steps={a.steps} (+{a.warmup} warm-up) runs={a.runs} budget={a.budget} "
+          f"max_len={a.max_len} threads={a.threads} GLIBC_TUNABLES={a.malloc or '(unset)'}", flush=True)
+
+    # data preparation: rows/s, alternating
+    prep = {"prep_sftlab": [], "prep_trl": []}
+    for _ in range(2 if a.prep_only or tiny else 1):
+        for name in prep:
+            prep[name].append(run_worker(name, a, env))
+    ps, pt = (min(r["seconds"] for r in prep[k]) for k in prep)
+    print(f"data prep ({a.prep_rows} rows, load+render+mask+pack, best of {len(prep['prep_sftlab'])}): "
+          f"sftlab {a.prep_rows / ps:.0f} rows/s, TRL {a.prep_rows / pt:.0f} rows/s -> ratio {pt / ps:.2f}x "
+          f"(trained tokens: sftlab {prep['prep_sftlab'][0]['trained']}, TRL {prep['prep_trl'][0]['trained']}; "
+          f"packed rows {prep['prep_sftlab'][0]['packed_rows']} vs {prep['prep_trl'][0]['packed_rows']})", flush=True)
+    if a.prep_only:
+        return
+
+    peak = run_worker("matmul_peak", a, env)["flops"]
+    print(f"matmul peak (fp32 1024^3 loop, {a.threads} threads): {peak / 1e9:.1f} GFLOP/s", flush=True)
+    names = a.only.split(",")
+    results: dict[str, list[dict]] = {n: [] for n in names}
+    for rnd in range(a.runs):
+        for name in names:
+            if name.startswith("trl") and a.batch is None:
+                a.batch = max(1, round(results["sftlab"][0]["examples_per_row"])) if results.get("sftlab") else 4
+            r = run_worker(name, a, env)
+            results[name].append(r)
+            print(f"  round {rnd + 1} {name:12s} {r['trained_tokens'] / r['seconds']:8.1f} trained tok/s "
+                  f"{r['real_tokens'] / r['seconds']:8.1f} real tok/s  rss {r['peak_rss_mb']:.0f} MB  "
+                  f"loss {r['loss_mean']:.4f}  eval {r['eval_loss']:.4f}", flush=True)
+    fpt = results["sftlab"][0]["flops_per_token"] if "sftlab" in results else float("nan")  # same model + data for all
+    med = {n: {k: statistics.median(r[k] for r in rs) for k in ("peak_rss_mb", "eval_loss", "loss_mean")}
+           | {"tps": statistics.median(r["trained_tokens"] / r["seconds"] for r in rs),
+              "rps": statistics.median(r["real_tokens"] / r["seconds"] for r in rs),
+              "mfu": statistics.median(r["real_tokens"] * fpt / r["seconds"] for r in rs) / peak}
+           for n, rs in results.items()}
+    print(f"\n{'run':12s} {'trained tok/s':>14s} {'real tok/s':>11s} {'MFU':>6s} {'peak RSS MB':>12s} {'train loss':>11s} {'eval loss':>10s}")
+    for n, m in med.items():
+        print(f"{n:12s} {m['tps']:14.1f} {m['rps']:11.1f} {m['mfu']:6.1%} {m['peak_rss_mb']:12.0f} {m['loss_mean']:11.4f} {m['eval_loss']:10.4f}")
+    if "sftlab" in med:
+        for n in names:
+            if n != "sftlab":
+                s, t = med["sftlab"], med[n]
+                print(f"sftlab / {n}: trained tok/s {s['tps'] / t['tps']:.2f}x, real tok/s {s['rps'] / t['rps']:.2f}x, "
+                      f"peak RSS {s['peak_rss_mb'] / t['peak_rss_mb']:.2f}x, eval loss diff {s['eval_loss'] - t['eval_loss']:+.4f}")
+
+
+if __name__ == "__main__":
+    main()
