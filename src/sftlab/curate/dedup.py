@@ -92,10 +92,11 @@ class MinHashDedup(Block):
     each row is queried against the rows kept so far, then inserted if kept.
 
     datasketch's MinHash computes the signature; the band index is lsh_index.BandIndex (numpy
-    open addressing, 12 B per entry) because datasketch's in-memory MinHashLSH costs ~3.4 KB per
-    row (measured: 100k rows -> 346 MB) and a dict per band still ~1.9 KB (300k rows). Band count and width come from
-    datasketch's own optimiser (MinHashLSH(threshold, num_perm).b/.r). LSH candidates are
-    confirmed by their estimated Jaccard >= threshold (LSH alone passes some false positives).
+    open addressing, 8 B per entry) because datasketch's in-memory MinHashLSH costs ~3.4 KB per
+    row (measured: 100k rows -> 346 MB) and a dict per band still ~1.9 KB (300k rows). Band count
+    and width come from datasketch's own optimiser (MinHashLSH(threshold, num_perm, weights).b/.r).
+    LSH candidates are confirmed by their estimated Jaccard >= threshold (LSH alone passes some
+    false positives), so the 16-bit signatures of kept rows are stored too.
     """
 
     Config = MinHashDedupConfig
