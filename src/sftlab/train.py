@@ -46,8 +46,10 @@ class TrainResult:
     stopped_early: str = ""
 
 
-def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, model=None, tokenizer=None) -> TrainResult:
-    """Train as configured. `model`/`tokenizer` may be passed in (tests, notebooks)."""
+def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, force_resume: bool = False, model=None, tokenizer=None) -> TrainResult:
+    """Train as configured. `model`/`tokenizer` may be passed in (tests, notebooks).
+
+    `force_resume` resumes even when the config or data changed since the checkpoint (warned, not refused)."""
     accelerator = Accelerator()
     is_main = accelerator.is_main_process
     log = accelerator.print
@@ -77,6 +79,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, mode
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
     trainable, total = count_parameters(model)
+    if is_main:
+        check_free_space(out, model)
     log(f"model: {cfg.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trainable ({'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'})")
 
     # ---- optimisation ---------------------------------------------------------------------------
@@ -103,9 +107,12 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, mode
         state = load_checkpoint(ckpts[-1], accelerator.unwrap_model(model), optimizer, scheduler)
         for key, value in meta.items():
             if state.meta.get(key) != value:
+                if force_resume:
+                    log(f"warning: the {key.split('_')[0]} changed since {state.path} was saved ({state.meta.get(key)} -> {value}); resuming anyway (forced)")
+                    continue
                 raise SftlabError(
                     f"cannot resume from {state.path}: the {key.split('_')[0]} changed since it was saved "
-                    f"({state.meta.get(key)} -> {value}). Use the original config/data, or start a new output_dir."
+                    f"({state.meta.get(key)} -> {value}). Use the original config/data, start a new output_dir, or force it with force_resume=True."
                 )
         start_step = state.step
         log(f"resumed from {state.path} at step {start_step}")
@@ -262,13 +269,33 @@ def check_output_dir(out: Path, *, resume: bool, overwrite: bool, is_main: bool)
         if not overwrite:
             raise SftlabError(f"output folder {out.resolve()} is not empty: pass --resume to continue that run or --overwrite to replace it")
         shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
     probe = out / ".write-test"
     try:
+        out.mkdir(parents=True, exist_ok=True)  # inside the try: a file in the path raises NotADirectoryError
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
         raise SftlabError(f"output folder {out.resolve()} is not writable: {e}") from e
+
+
+def check_free_space(out: Path, model) -> None:
+    """Refuse to start when the output filesystem cannot hold the checkpoints we will write.
+
+    One checkpoint = trainable weights + AdamW's two moment tensors per trainable weight (3x), and
+    the final model = all weights. A save writes the new checkpoint beside the newest old one before
+    deleting anything, so ask for 2x (checkpoint + final) of free space.
+    """
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    estimate = trainable * 3 + weights
+    need = 2 * estimate
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise SftlabError(
+            f"not enough free disk space in {out.resolve()}: {free / 2**20:.1f} MiB free, {need / 2**20:.1f} MiB needed "
+            f"(2 x {estimate / 2**20:.1f} MiB: a checkpoint of {trainable / 2**20:.1f} MiB trainable weights x 3 for AdamW "
+            f"states, plus the final model of {weights / 2**20:.1f} MiB). Free space or choose another train.output_dir."
+        )
 
 
 def append_jsonl(path: Path, record: dict) -> None:
