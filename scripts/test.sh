@@ -12,4 +12,4 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec python3 -m pytest -q -p no:cacheprovider "$@"
+exec python3 -m pytest -p no:cacheprovider "$@"
