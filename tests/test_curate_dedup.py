@@ -117,3 +117,20 @@ def test_band_index_finds_every_key_after_growth_and_keeps_first_writer():
     other[0] += 1  # changes band 0 only
     diff = band_keys(sig, 14, 9) != band_keys(other, 14, 9)
     assert diff.tolist() == [True] + [False] * 13
+
+
+def test_ascii_fast_path_of_normalise_matches_the_unicode_path():
+    import string
+    import unicodedata
+
+    from sftlab.curate.blocks import _PUNCT, _SPACE
+
+    def unicode_path(t):
+        t = unicodedata.normalize("NFKC", t).lower()
+        return _SPACE.sub(" ", _PUNCT.sub(" ", t)).strip()
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        text = "".join(rng.choice(string.printable) for _ in range(rng.randint(0, 40)))
+        assert normalise(text) == unicode_path(text), repr(text)
+    assert normalise("Ｆｕｌｌ-width Café!") == "full width café"  # non-ASCII: NFKC path
