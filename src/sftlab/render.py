@@ -56,6 +56,9 @@ class Renderer:
         self.train_on = train_on
         self.stop_text, self.stop_token_id = self._find_stop_token()
         self.bos_token_id = tokenizer.bos_token_id
+        # Special-token strings inside message text are tokenized as the real control tokens, so
+        # content could fake a turn boundary and shift the loss mask: such content is refused.
+        self.special_strings = sorted({t for t in tokenizer.all_special_tokens if t}, key=len, reverse=True)
 
     # ---- template probing -------------------------------------------------------------------
     def _template(self, messages: list[dict], add_generation_prompt: bool) -> str:
@@ -93,7 +96,18 @@ class Renderer:
         )
 
     # ---- rendering ----------------------------------------------------------------------------
+    def check_no_special_tokens(self, conv: Conversation) -> None:
+        for i, m in enumerate(conv.messages):
+            found = next((t for t in self.special_strings if t in m.content), None)
+            if found:
+                raise TemplateError(
+                    f"{conv.source or conv.id}: message {i + 1} ({m.role}) contains {found!r}, a special token of "
+                    "the tokenizer; it would be read as a real control token (a fake turn boundary that breaks "
+                    "the loss mask). Remove it from the data or replace it with plain text."
+                )
+
     def render(self, conv: Conversation) -> Rendered:
+        self.check_no_special_tokens(conv)
         if conv.meta.get("format") == "text":
             return self._render_text(conv)
         messages = conv.to_dicts()
