@@ -221,8 +221,8 @@ def build_variants(cfg: AblationConfig, base: Path, out: Path) -> tuple[list[Var
                                            "output": str(data_path), "stats": str(vdir / "curate.stats.json")})
             res = run_pipeline(ccfg)
             stats = [b.to_json() for b in res.blocks]
-            for s in stats:
-                s.pop("samples", None), s.pop("pairs", None)  # noqa: B018 (kept in curate.stats.json)
+            for s in stats:  # the dropped samples and dedup pairs stay in curate.stats.json
+                del s["samples"], s["pairs"]
             convs = load_conversations(str(data_path), on_error="raise").conversations
             steps = ", ".join(f"{s['name']} -{s['dropped']}" for s in stats)
             note = f"curate {v.curate} on the pool ({steps})"
@@ -384,8 +384,7 @@ def composition(vd: VariantData) -> dict[str, Any]:
 
     prompts = [normalise(c.messages[0].content) for c in vd.conversations if c.messages]
     return {"rows": len(vd.conversations), "noise": noise_counts(vd.conversations),
-            "distinct_prompts": len(set(prompts)),
-            "tokens_note": "see variants/<name>/run/run.json for the token counts the run trained on"}
+            "distinct_prompts": len(set(prompts))}
 
 
 def _pct(e: dict, diff: bool = False) -> str:
@@ -498,12 +497,19 @@ def write_html(path: Path, title: str, markdown: str, png: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- driver
 
-def run_ablation(config: str | Path, out: str | Path | None = None, log=print) -> AblationResult:
-    """Build every variant's data, train + evaluate each (reusing finished ones), write the report."""
+def run_ablation(config: str | Path, out: str | Path | None = None, *, steps: int | None = None,
+                 eval_per_family: int | None = None, loss_every: int | None = None, log=print) -> AblationResult:
+    """Build every variant's data, train + evaluate each (reusing finished ones), write the report.
+    steps / eval_per_family / loss_every override the config (a smaller budget on a busy machine)."""
     from sftlab.curate.pipeline import write_json_atomic
     from sftlab.evaluate.html_report import write_report_html
 
     cfg, base = load_ablation_config(config)
+    if steps is not None:
+        cfg = cfg.model_copy(update={"overrides": [*cfg.overrides, f"train.max_steps={steps}"]})
+    ev = {k: v for k, v in (("max_task_examples_per_family", eval_per_family), ("response_loss_every", loss_every)) if v}
+    if ev:
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update=ev)})
     out = Path(out or cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -534,7 +540,8 @@ def run_ablation(config: str | Path, out: str | Path | None = None, log=print) -
           f"tokens); response loss on {rows[0]['n_loss_conversations']} eval-split conversations (mean per response token).",
           "Values: 95% percentile-bootstrap CIs (1000 resamples); differences: paired bootstrap on the same prompts.", "",
           markdown_table(rows, cfg.baseline), "", "**What each variant trained on** (pool rows by planted noise kind):", "",
-          composition_table(comps), ""]
+          composition_table(comps), "", f"Pool: {pool_note}. A kept row labelled *_duplicate is the first copy in pool "
+          "order (its clean twin was the one removed); 'distinct prompts' counts prompts after normalisation.", ""]
     for vd in variants:
         md.append(f"- `{vd.name}`: {vd.note}")
     markdown = "\n".join(md) + "\n"

@@ -8,13 +8,17 @@ def register(sub) -> None:
     p = sub.add_parser("ablate", help="train the same small probe on data variants of one size; compare with 95%% CIs")
     p.add_argument("config", help="ablation YAML, or a shipped one by name (e.g. ablation-curated-vs-random)")
     p.add_argument("--out", default=None, help="output folder (default: the config's output_dir); finished variants are reused")
+    p.add_argument("--steps", type=int, default=None, help="training steps per variant (default: the run config's max_steps)")
+    p.add_argument("--eval-per-family", type=int, default=None, help="task prompts per family (default: the config's)")
+    p.add_argument("--loss-every", type=int, default=None, help="response loss on every k-th eval conversation (default: the config's)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from sftlab.ablate import run_ablation
 
-    result = run_ablation(args.config, out=args.out)
+    result = run_ablation(args.config, out=args.out, steps=args.steps, eval_per_family=args.eval_per_family,
+                          loss_every=args.loss_every)
     print("\n" + result.markdown)
     if result.reused:
         print(f"reused finished variants: {', '.join(result.reused)}")
