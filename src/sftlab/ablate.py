@@ -383,8 +383,17 @@ def composition(vd: VariantData) -> dict[str, Any]:
     from sftlab.curate.blocks import normalise
 
     prompts = [normalise(c.messages[0].content) for c in vd.conversations if c.messages]
+    # Response words by kind: the loss is a mean over trained (response) tokens, so a few long junk
+    # answers (a 30x repeated answer) weigh more in training than many one-word clean ones.
+    words: dict[str, int] = {}
+    for c in vd.conversations:
+        k = str(c.meta.get("noise", "unknown"))
+        words[k] = words.get(k, 0) + sum(len(m.content.split()) for m in c.messages if m.role == "assistant")
+    total = max(1, sum(words.values()))
     return {"rows": len(vd.conversations), "noise": noise_counts(vd.conversations),
-            "distinct_prompts": len(set(prompts))}
+            "distinct_prompts": len(set(prompts)), "response_words": total,
+            "clean_response_word_share": round(words.get("clean", 0) / total, 4),
+            "response_word_share": {k: round(v / total, 4) for k, v in sorted(words.items())}}
 
 
 def _pct(e: dict, diff: bool = False) -> str:
@@ -431,9 +440,11 @@ def markdown_table(rows: list[dict], baseline: str) -> str:
 
 def composition_table(comps: dict[str, dict]) -> str:
     kinds = sorted({k for c in comps.values() for k in c["noise"]}, key=lambda k: (k != "clean", k))
-    lines = ["| variant | rows | distinct prompts | " + " | ".join(kinds) + " |", "|---" * (3 + len(kinds)) + "|"]
+    lines = ["| variant | rows | distinct prompts | clean share of response words | " + " | ".join(kinds) + " |",
+             "|---" * (4 + len(kinds)) + "|"]
     for name, c in comps.items():
-        lines.append(f"| {name} | {c['rows']} | {c['distinct_prompts']} | " + " | ".join(str(c["noise"].get(k, 0)) for k in kinds) + " |")
+        lines.append(f"| {name} | {c['rows']} | {c['distinct_prompts']} | {c['clean_response_word_share']:.0%} | "
+                     + " | ".join(str(c["noise"].get(k, 0)) for k in kinds) + " |")
     return "\n".join(lines)
 
 
