@@ -87,6 +87,25 @@ def test_sigint_mid_step_finishes_the_step_saves_and_resumes_exactly(tmp_path):
     _assert_same_run(Path(reference["train"]["output_dir"]), run)
 
 
+def test_second_sigint_stops_at_once_without_saving(tmp_path):
+    """Ctrl-C twice must not be ignored (a long step or eval would otherwise be unstoppable)."""
+    from tiny import make_model, make_tokenizer
+
+    def twice(out, k):
+        if k == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # the handler runs between bytecodes: the first signal lands here
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+    model = make_model()
+    _hook_on_training_forward(model, 2, twice)
+    with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
+        train(load_config(run_config(tmp_path, max_steps=6, save_every=0)), model=model, tokenizer=make_tokenizer())
+    assert _ckpt_steps(tmp_path / "run") == [] and not (tmp_path / "run" / "final").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "handlers are restored"
+
+
 def test_nonfinite_loss_step_is_skipped_and_reported(tmp_path, capsys):
     from tiny import make_model, make_tokenizer
 
@@ -128,9 +147,9 @@ def test_nonfinite_losses_in_a_row_stop_the_run(tmp_path, capsys):
     cfg = load_config(run_config(tmp_path, max_steps=10, save_every=0, max_nonfinite_steps=3))
     result = train(cfg, model=model, tokenizer=make_tokenizer())
     out = capsys.readouterr().out
-    assert result.stopped_early == "3 non-finite losses in a row"
+    assert result.stopped_early.startswith("3 non-finite losses in a row (train.max_nonfinite_steps=3); no final model saved")
     assert "step 4: non-finite loss (nan); step skipped (3 in a row)" in out
-    assert "(3 non-finite losses in a row)" in out
+    assert "(3 non-finite losses in a row (train.max_nonfinite_steps=3); no final model saved: lower train.lr" in out
     assert not (tmp_path / "run" / "final").exists(), "a diverged model is not saved as final"
     assert [s for s, _ in losses(tmp_path / "run")] == [1]
 

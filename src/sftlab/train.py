@@ -144,7 +144,10 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
                 nonfinite_in_a_row += 1
                 log(f"step {step + 1}: non-finite loss ({step_loss}); step skipped ({nonfinite_in_a_row} in a row)")
                 if nonfinite_in_a_row >= cfg.train.max_nonfinite_steps:
-                    stopped_early = f"{nonfinite_in_a_row} non-finite losses in a row"
+                    stopped_early = (
+                        f"{nonfinite_in_a_row} non-finite losses in a row (train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); "
+                        "no final model saved: lower train.lr or check the data, then start again"
+                    )
                     break
                 scheduler.step()
                 continue
@@ -327,6 +330,8 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 def install_stop_handlers(flag: list[str]):
     def handler(signum, _frame):
+        if flag:  # a second signal: the user does not want to wait for the step and the save
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopped without saving")
         flag.append(signal.Signals(signum).name)
 
     previous = {}
