@@ -84,7 +84,7 @@ def make_model(kind: str, tok, seed: int):
     if kind == "tiny":
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False)
         cfg._attn_implementation = "sdpa"
         return LlamaForCausalLM(cfg)
@@ -251,7 +251,7 @@ def worker_prep_trl(a) -> dict:
     assert has_generation_markers(tok.chat_template)
     out = SFTTrainer._prepare_dataset(trainer, ds, tok, args, True, None, "train")
     sec = time.perf_counter() - t0
-    trained = sum(sum(m) for m in out["assistant_masks"]) if "assistant_masks" in out.column_names else -1
+    trained = sum(sum(1 for x in lab if x != -100) for lab in out["labels"])
     return {"rows": a.prep_rows, "seconds": sec, "trained": trained, "packed_rows": len(out)}
 
 
@@ -285,7 +285,7 @@ def run_worker(name: str, a, extra_env: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per run (default: tiny 20, smollm2 3)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per run (default: tiny 8, smollm2 2)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--runs", type=int, default=None, help="alternating rounds (default: tiny 3, smollm2 1)")
     ap.add_argument("--rows", type=int, default=None)
@@ -304,9 +304,9 @@ def main() -> None:
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     tiny = a.model == "tiny"
-    a.steps = a.steps or (20 if tiny else 3)
+    a.steps = a.steps or (8 if tiny else 2)
     a.runs = a.runs or (3 if tiny else 1)
-    a.budget = a.budget or (2048 if tiny else 2048)
+    a.budget = a.budget or 1024
     a.lr = a.lr or (1e-3 if tiny else 2e-4)
     a.rows = a.rows or max(64, 8 * (a.warmup + a.steps) * 2)  # enough rows that no run wraps an epoch
     if a.worker:

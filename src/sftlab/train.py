@@ -50,7 +50,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     """Train as configured. `model`/`tokenizer` may be passed in (tests, notebooks).
 
     `force_resume` resumes even when the config or data changed since the checkpoint (warned, not refused)."""
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=_cpu_processes_launched())
     is_main = accelerator.is_main_process
     log = accelerator.print
     out = Path(cfg.train.output_dir)
@@ -263,6 +263,17 @@ def evaluate_loss(model, ds: PackedDataset, accelerator: Accelerator) -> float:
     total = accelerator.reduce(total, reduction="sum")
     count = accelerator.reduce(count, reduction="sum")
     return float(total / count.clamp(min=1))
+
+
+def _cpu_processes_launched() -> bool:
+    """True when torchrun/accelerate started several processes on a machine without a GPU.
+    accelerate only sets up gloo DDP on CPU when asked for cpu=True (or ACCELERATE_USE_CPU=1);
+    without it each process trains alone on the same data and they overwrite each other's output."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    has_gpu = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+    return world > 1 and not has_gpu
 
 
 def check_output_dir(out: Path, *, resume: bool, overwrite: bool, is_main: bool) -> None:
