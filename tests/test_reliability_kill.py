@@ -21,15 +21,21 @@ from sftlab.train import train
 from test_reliability_common import final_weights, losses, run_config, train_process, write_config
 
 
-def _wait_then_kill(proc, run: Path, rng: random.Random, mode: str) -> str:
-    """Poll every 0.5 ms for the moment named by `mode`, then SIGKILL. Returns what was seen."""
-    metrics = run / "metrics.jsonl"
-    target_lines = rng.randint(1, 9)
-    delay = rng.uniform(0.0, 0.03)  # one step takes ~30 ms here
+def _newest_step(run: Path) -> int:
+    steps = [int(p.name.split("-")[1]) for p in run.glob("checkpoint-*") if (p / "COMPLETE").exists()]
+    return max(steps, default=0)
+
+
+def _wait_then_kill(proc, run: Path, rng: random.Random, mode: str) -> tuple[int, str]:
+    """Poll every 0.5 ms for the moment named by `mode` IN THIS PROCESS's life (not leftovers of the
+    one killed before), then SIGKILL. Returns the newest complete checkpoint step and what was seen."""
+    old_temps = set(run.glob(".tmp-checkpoint-*"))
+    target = _newest_step(run) + rng.randint(1, 3)
+    delay = rng.uniform(0.0, 0.03)  # one step (with its checkpoint) takes ~30 ms here
     while proc.poll() is None:
-        if mode == "during-save" and any(run.glob(".tmp-checkpoint-*")):
+        if mode == "during-save" and set(run.glob(".tmp-checkpoint-*")) - old_temps:
             break
-        if mode == "after-metrics" and metrics.exists() and metrics.read_text().count("\n") >= target_lines:
+        if mode == "after-checkpoint" and _newest_step(run) >= target:
             time.sleep(delay)
             break
         time.sleep(0.0005)
@@ -38,12 +44,11 @@ def _wait_then_kill(proc, run: Path, rng: random.Random, mode: str) -> str:
         raise AssertionError(f"the run ended (rc {proc.returncode}) before the {mode} kill:\n{err[-2000:]}")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    tmp_left = sorted(p.name for p in run.glob(".tmp-checkpoint-*"))
-    ckpts = sorted(p.name for p in run.glob("checkpoint-*"))
-    return f"{mode}: killed with checkpoints {ckpts}, temp folders {tmp_left}"
+    temps = sorted(p.name for p in set(run.glob(".tmp-checkpoint-*")) - old_temps)
+    step = _newest_step(run)
+    return step, f"{mode}: killed at newest checkpoint {step}, temp folders left: {temps}"
 
 
-@pytest.mark.slow  # ~35 s: three process starts of ~8 s each (imports)
 def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
     cfg = run_config(tmp_path, out="killed")
     reference = run_config(tmp_path, out="unbroken")
@@ -53,10 +58,12 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
     run = Path(cfg["train"]["output_dir"])
     rng = random.Random(1234)
     seen = []
-    for i, mode in enumerate(["after-metrics", "during-save", "after-metrics"]):
+    for i, mode in enumerate(["after-checkpoint", "during-save", "after-checkpoint"]):
         proc = train_process(config, *(["--resume"] if i else []))
         seen.append(_wait_then_kill(proc, run, rng, mode))
-    print("\n".join(seen))
+    print("\n".join(text for _, text in seen))
+    steps = [step for step, _ in seen]
+    assert steps == sorted(steps) and 0 < steps[0] and steps[-1] < 12, f"each kill landed mid-run, later than the last: {steps}"
     # the last restart in-process (same code as `sftlab train --resume`, ~8 s less): a kill during a
     # save leaves a temp folder, which resume must neither load nor leave behind
     result = train(load_config(cfg), resume=True)
