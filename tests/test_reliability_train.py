@@ -32,6 +32,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
         assert torch.equal(wa[name], wb[name]), name
 
 
+@pytest.mark.slow  # ~25 s: one `sftlab train` process start (~8 s of imports) on a loaded 2-core box
 def test_sigterm_exits_3_with_a_checkpoint_and_resume_matches_unbroken(tmp_path):
     reference = run_config(tmp_path, out="unbroken", max_steps=16, save_every=0)
     train(load_config(reference))
