@@ -559,8 +559,8 @@ def run_ablation(config: str | Path, out: str | Path | None = None, *, steps: in
     result_json = {"size": size, "size_from": cfg.size_from, "baseline": cfg.baseline, "recipe": recipe,
                    "pool": pool_note, "rows": rows, "composition": comps,
                    "variants": {vd.name: {"kind": vd.kind, "note": vd.note, "data": str(vd.path), "fingerprint": vd.fingerprint,
-                                          "curate_blocks": vd.curate_stats, "seconds": seconds[vd.name]} for vd in variants},
-                   "eval": cfg.eval.model_dump(), "reused": reused, "seconds": round(time.time() - t0, 1)}
+                                          "curate_blocks": vd.curate_stats, "seconds_this_invocation": seconds[vd.name]} for vd in variants},
+                   "eval": cfg.eval.model_dump(), "reused": reused, "seconds_this_invocation": round(time.time() - t0, 1)}
     write_json_atomic(result_json, out / "ablation.json")
     (out / "ablation.md").write_text(markdown, encoding="utf-8")
     png = plot(rows, out / "ablation.png")
