@@ -114,6 +114,11 @@ def test_ablate_end_to_end_equal_sizes_and_reuse(ablation_setup, capsys):
     assert "reused finished variants: curated, random" in printed
     assert json.loads((out / "ablation.json").read_text())["rows"] == res["rows"]
     assert {p: p.stat().st_mtime_ns for p in out.glob("variants/*/eval.json")} == mtimes
+    # another step count is another probe: the finished models are not silently reused for it
+    from sftlab.ablate import run_ablation
+
+    with pytest.raises(SftlabError, match="was trained with another config"):
+        run_ablation(tmp / "ablate.yaml", steps=3)
 
 
 def test_ablate_refuses_unequal_sizes_and_bad_configs(ablation_setup, tmp_path):

@@ -258,20 +258,24 @@ def train_variant(cfg: AblationConfig, base: Path, vd: VariantData, vdir: Path, 
 
     run_dir = vdir / "run"
     final = run_dir / "final"
+    rc = run_config(cfg, base, vd.path, run_dir)
     if (final / "config.json").exists() or (final / "adapter_config.json").exists():
         meta = json.loads((run_dir / "ablation_variant.json").read_text()) if (run_dir / "ablation_variant.json").exists() else {}
-        if meta.get("data_fingerprint") != vd.fingerprint:
-            raise SftlabError(f"[{vd.name}] {final} was trained on other data (fingerprint {meta.get('data_fingerprint')} "
-                              f"!= {vd.fingerprint})\n    fix: delete {run_dir} (or use another output_dir) to retrain")
+        now = {"data_fingerprint": vd.fingerprint, "config_fingerprint": rc.fingerprint()}
+        changed = [k for k, v in now.items() if meta.get(k) != v]
+        if changed:
+            raise SftlabError(f"[{vd.name}] {final} was trained with another {' and '.join(k.split('_')[0] for k in changed)} "
+                              f"({ {k: meta.get(k) for k in changed} } != { {k: now[k] for k in changed} })"
+                              f"\n    fix: delete {run_dir} (or use another --out) to retrain")
         log(f"[{vd.name}] reusing trained model {final}")
         return final, True
-    rc = run_config(cfg, base, vd.path, run_dir)
     resume = bool(list_checkpoints(run_dir)) if run_dir.exists() else False
     log(f"[{vd.name}] training {rc.train.max_steps} steps on {len(vd.conversations)} examples" + (" (resuming)" if resume else ""))
     res = train(rc, resume=resume, overwrite=run_dir.exists() and not resume)
     if res.stopped_early:
         raise SftlabError(f"[{vd.name}] training stopped early: {res.stopped_early}; rerun `sftlab ablate` to resume")
-    (run_dir / "ablation_variant.json").write_text(json.dumps({"data_fingerprint": vd.fingerprint, "examples": len(vd.conversations)}))
+    (run_dir / "ablation_variant.json").write_text(json.dumps({"data_fingerprint": vd.fingerprint, "config_fingerprint": rc.fingerprint(),
+                                                              "examples": len(vd.conversations)}))
     return res.final_dir, False
 
 
