@@ -114,6 +114,8 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise ModelLoadError(f"cannot load a tokenizer from {path}: {e}") from e
+    except ValueError as e:
+        raise _remote_code_error(path, e) from e
     if tok.pad_token is None:
         # Padding is only used by padded batches and batched generation; both mask pads out.
         tok.pad_token = tok.eos_token
@@ -136,12 +138,23 @@ def load_model(name: str, *, dtype: str = "float32", attn_implementation: str = 
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
         )
+    except ValueError as e:
+        raise _remote_code_error(path, e) from e
     except OSError as e:
         raise ModelLoadError(
             f"cannot load model weights from {path}: {e}\n    sftlab loads only safetensors (or GGUF); "
             "convert .bin checkpoints with `transformers` once if you trust them."
         ) from e
     return model
+
+
+def _remote_code_error(path: str, e: ValueError) -> Exception:
+    if "trust_remote_code" not in str(e):
+        return e
+    return ModelLoadError(
+        f"{path} ships its own Python code (auto_map in config.json); sftlab runs it only with "
+        "`model.trust_remote_code: true`, after you have read that code"
+    )
 
 
 def load_adapter_model(path: str, **kw):
