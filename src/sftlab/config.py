@@ -121,12 +121,14 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConf
         raise ConfigError(format_validation_error(where, e)) from None
 
 
-def format_validation_error(where: str, e: ValidationError) -> str:
+def format_validation_error(where: str, e: ValidationError, field_names: list[str] | None = None) -> str:
+    """Every problem of a pydantic validation, one line each, with did-you-mean for unknown keys
+    (matched against `field_names`, by default the run config's)."""
     lines = [f"{where}: {e.error_count()} problem(s) in the config:"]
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"])
         if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(err["loc"][-1]), _all_field_names(), n=1)
+            close = difflib.get_close_matches(str(err["loc"][-1]), field_names or _all_field_names(), n=1)
             fix = "unknown key" + (f"; did you mean {close[0]!r}?" if close else ": see README 'Config reference'")
         elif err["type"] == "missing":
             fix = "required: add it"

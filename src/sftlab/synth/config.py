@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sftlab.config import format_validation_error
 from sftlab.errors import ConfigError
 from sftlab.synth.backends import BackendConfig
 
@@ -100,13 +101,7 @@ def load_synth_config(path: str | Path) -> SynthConfig:
     try:
         cfg = SynthConfig.model_validate(raw)
     except ValidationError as e:
-        lines = [f"{path}: {len(e.errors())} problem(s):"]
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-            hint = " (unknown key: check its spelling against the config reference in sftlab/synth/config.py)" \
-                if err["type"] == "extra_forbidden" else ""
-            lines.append(f"  - {loc}: {err['msg']}{hint}")
-        raise ConfigError("\n".join(lines)) from e
+        raise ConfigError(format_validation_error(str(path), e, _synth_field_names())) from e
     # relative paths are relative to the config file
     base = path.parent
     cfg.output = str(_rel(base, cfg.output))
@@ -124,3 +119,19 @@ def load_synth_config(path: str | Path) -> SynthConfig:
 def _rel(base: Path, p: str) -> Path:
     q = Path(p).expanduser()
     return q if q.is_absolute() else base / q
+
+
+def _synth_field_names() -> list[str]:
+    """Every key the synth config accepts, for did-you-mean suggestions."""
+    seen, todo, names = set(), [SynthConfig], set()
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for name, f in model.model_fields.items():
+            names.add(name)
+            for arg in [f.annotation, *getattr(f.annotation, "__args__", ())]:
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    todo.append(arg)
+    return sorted(names)
