@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("quickstart", help="tune the embedded SmolLM2 on the built-in tasks and compare base vs tuned (CPU, ~10 min)")
+    p = sub.add_parser("quickstart", help="tune the embedded SmolLM2 on the built-in tasks and compare base vs tuned (CPU, ~12 min on 2 cores)")
     p.add_argument("--out", default="runs/quickstart", help="output folder (model in OUT/final, report in OUT/report.html)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: from the quickstart config)")
     p.add_argument("--eval-per-family", type=int, default=None, help="task examples per family to evaluate (default 8)")
