@@ -7,10 +7,10 @@ Apache-2.0 (see README.md in this folder). One record per line: {"id", "topic", 
 
 from __future__ import annotations
 
-import json
 from importlib import resources
 from pathlib import Path
 
+from sftlab.data.readers import read_jsonl_objects
 from sftlab.errors import DataError, Problem
 
 
@@ -21,19 +21,10 @@ def general_text_path() -> Path:
 def load_general_text_records(path: str | Path | None = None) -> list[dict[str, str]]:
     """All records with their id and topic; every malformed line is reported at once."""
     file = Path(path) if path is not None else general_text_path()
+    rows, problems = read_jsonl_objects(file, '{"id": ..., "topic": ..., "text": ...}')
     records: list[dict[str, str]] = []
-    problems: list[Problem] = []
-    for lineno, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{file}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(Problem(where, "", f"not valid JSON ({exc.msg})", "write one JSON object per line"))
-            continue
-        bad = [k for k in ("id", "topic", "text")
-               if not isinstance(record, dict) or not isinstance(record.get(k), str) or not record[k].strip()]
+    for where, record in rows:
+        bad = [k for k in ("id", "topic", "text") if not isinstance(record.get(k), str) or not record[k].strip()]
         if bad:
             problems.extend(Problem(where, k, "missing or not a non-empty string", f"give {k!r} as text")
                             for k in bad)

@@ -12,10 +12,16 @@ Five input formats, detected from a row's keys (first match wins, in this order)
 
 Every problem in a row is collected (not only the first) and raised as one `RowError`, whose
 problems carry a short reason code (`unknown_role`, `empty_content`, ...) used to count skips.
+
+A message keeps only its role and content. Any other key of a message object (OpenAI `name`,
+`tool_calls`, Axolotl's per-turn `weight`, ...) is dropped, and every drop is counted per key in
+`RowNotes.ignored_keys` so the loader can report it; it is never an error. Extra keys of the row
+itself are not dropped: they go to `Conversation.meta`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from sftlab.conversation import ROLES, Conversation, Message
@@ -61,6 +67,37 @@ ROLE_ALIASES: dict[str, str] = {
 }
 ALIAS_TEXT = ", ".join(f"{k}->{v}" for k, v in ROLE_ALIASES.items() if k != v)
 ROLES_TEXT = ", ".join(ROLES)
+
+# Per-turn training switches of other trainers: Axolotl's ShareGPT `weight` (0 = not trained) and
+# chat_template `training` / `train_detail`, mistral-finetune's `weight`. sftlab does not honour
+# them (a Message has no such field; the renderer trains every assistant turn), so a turn marked
+# "do not train" IS trained; the loader counts those turns separately and says so.
+TRAINING_FLAG_KEYS = frozenset({"weight", "training", "train"})  # 0/false = do not train
+_FLAG_NOTE = "per-turn training flag, NOT honoured (every assistant turn is trained)"
+# What dropping a key of a popular format means, shown next to its count. Keys not listed here are
+# reported with their count only.
+MESSAGE_KEY_NOTES: dict[str, str] = {
+    "name": "speaker name (OpenAI); not passed to the chat template",
+    "tool_calls": "structured tool calls (OpenAI); only the content text is kept",
+    "tool_call_id": "tool result's call id (OpenAI); only the content text is kept",
+    "function_call": "legacy OpenAI function call; only the content text is kept",
+    "refusal": "OpenAI refusal text; only the content text is kept",
+    "reasoning_content": "reasoning text; not rendered, not trained",
+    "markdown": "ShareGPT scrape: a markdown copy of the turn; 'value' is used",
+    "weight": _FLAG_NOTE,
+    "training": _FLAG_NOTE,
+    "train": _FLAG_NOTE,
+    "train_detail": "per-character training spans (Axolotl), NOT honoured",
+}
+
+
+def says_do_not_train(key: str, value: Any) -> bool:
+    """A training-flag value that means "do not train this turn": 0, 0.0, false, "false", "0"."""
+    if key not in TRAINING_FLAG_KEYS or isinstance(value, (list, dict)):
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() in ("0", "0.0", "false", "no")
+    return value is not None and not value  # False, 0, 0.0
 
 
 class RowError(Exception):
@@ -110,15 +147,40 @@ def rename_columns(rec: dict, columns: dict[str, str] | None) -> dict:
 # ---- the pieces ----------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class RowNotes:
+    """What loading one good row changed without failing it, for the loader's counts."""
+
+    dropped_system: int = 0  # empty system messages removed
+    # message key -> [messages that had it, of those: training flags saying "do not train"]
+    ignored_keys: dict[str, list[int]] = field(default_factory=dict)
+
+
 class _Row:
     """Collects problems for one row so all of them are reported together."""
 
-    __slots__ = ("where", "problems", "dropped_system")
+    __slots__ = ("where", "problems", "dropped_system", "ignored_keys")
 
     def __init__(self, where: str):
         self.where = where
         self.problems: list[tuple[str, Problem]] = []
         self.dropped_system = 0
+        self.ignored_keys: dict[str, list[int]] = {}
+
+    def ignore_keys(self, m: dict, used: tuple[str, str], assistant: bool) -> None:
+        """Count the keys of message `m` other than `used`. A null value counts as absent: Parquet
+        and `datasets` give every message every struct field, null where a row had none. A "do not
+        train" flag counts as overridden only on an assistant turn (other turns are never trained)."""
+        ignored = self.ignored_keys
+        for k, v in m.items():
+            if v is None or k in used:
+                continue
+            seen = ignored.get(k)
+            if seen is None:
+                seen = ignored[k] = [0, 0]
+            seen[0] += 1
+            if assistant and k in TRAINING_FLAG_KEYS and says_do_not_train(k, v):
+                seen[1] += 1
 
     def add(self, reason: str, field: str, message: str, fix: str = "") -> None:
         self.problems.append((reason, Problem(self.where, field, message, fix)))
@@ -204,6 +266,8 @@ class _Row:
                     self.add("unknown_role", f"{field}[{i}].{rk}", f"unknown role {short(raw_role)}; allowed: {ROLES_TEXT} "
                              f"(ShareGPT aliases: {ALIAS_TEXT})",
                              "rename the role, or map it in your data before loading")
+            if len(m) > 2:  # role and content are all a Message keeps; the rest is counted
+                self.ignore_keys(m, (rk, ck), role == "assistant")
             content = m.get(ck)
             if type(content) is not str:
                 content = self.content(content, f"{field}[{i}].{ck}", m)
@@ -323,8 +387,9 @@ ADAPTERS = {
 _CONSUMED = {f: frozenset(REQUIRED[f] + OPTIONAL[f] + COMMON_KEYS) for f in FORMATS}
 
 
-def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool = True) -> tuple[Conversation, int]:
-    """One row -> (Conversation, number of empty system messages dropped). Raises RowError."""
+def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool = True) -> tuple[Conversation, RowNotes]:
+    """One row -> (Conversation, RowNotes: empty system messages dropped, message keys ignored).
+    Raises RowError."""
     row = _Row(source)
     if not isinstance(rec, dict):
         row.add("not_an_object", "", f"expected a JSON object, got {type_name(rec)} {short(rec)}",
@@ -355,4 +420,4 @@ def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool =
     meta["format"] = fmt
     rid = rec.get("id")
     rid = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid) else ""
-    return Conversation(messages=tuple(messages), source=source, id=rid, meta=meta), row.dropped_system
+    return Conversation(messages=tuple(messages), source=source, id=rid, meta=meta), RowNotes(row.dropped_system, row.ignored_keys)

@@ -26,7 +26,9 @@ from sftlab.conversation import Conversation
 from sftlab.data.formats import (
     FIELD_NAMES,
     FORMATS,
+    MESSAGE_KEY_NOTES,
     REQUIRED,
+    TRAINING_FLAG_KEYS,
     RowError,
     detect_format,
     formats_help,
@@ -55,6 +57,28 @@ OnError = Literal["raise", "skip"]
 Source = str | Path | Any  # Any: a datasets.Dataset / IterableDataset / DatasetDict
 
 
+IGNORED_KEY_EXAMPLES = 3  # row sources listed per ignored message key
+
+
+@dataclass
+class IgnoredKey:
+    """One message key that loading dropped (a Message keeps only role and content)."""
+
+    messages: int = 0  # messages that had the key (with a non-null value)
+    rows: int = 0  # loaded rows with at least one such message
+    not_trained_flags: int = 0  # training-flag keys only: assistant turns marked 0/false, which ARE trained
+    examples: list[str] = field(default_factory=list)  # the first few row sources (file:line)
+
+    def describe(self, key: str) -> str:
+        shown = ", ".join(self.examples) + (", ..." if self.rows > len(self.examples) else "")
+        text = f"{key} x {self.messages:,} in {self.rows:,} row(s) ({shown})"
+        if key in MESSAGE_KEY_NOTES:
+            text += f": {MESSAGE_KEY_NOTES[key]}"
+        if key in TRAINING_FLAG_KEYS:
+            text += f"; {self.not_trained_flags:,} assistant turn(s) marked 0/false are trained anyway"
+        return text
+
+
 @dataclass
 class LoadStats:
     rows_read: int = 0
@@ -65,6 +89,18 @@ class LoadStats:
     dropped_empty_system: int = 0  # empty system messages removed from loaded rows
     skipped_files: dict[str, str] = field(default_factory=dict)  # file -> reason (skip mode)
     ignored_files: list[str] = field(default_factory=list)  # files in folders with no known extension
+    ignored_message_keys: dict[str, IgnoredKey] = field(default_factory=dict)  # key -> counts, loaded rows only
+
+    def add_ignored_keys(self, source: str, keys: dict[str, list[int]]) -> None:
+        for key, (n_messages, n_not_trained) in keys.items():
+            ik = self.ignored_message_keys.get(key)
+            if ik is None:
+                ik = self.ignored_message_keys[key] = IgnoredKey()
+            ik.messages += n_messages
+            ik.not_trained_flags += n_not_trained
+            ik.rows += 1
+            if len(ik.examples) < IGNORED_KEY_EXAMPLES:
+                ik.examples.append(source)
 
     @property
     def n_skipped(self) -> int:
@@ -82,6 +118,10 @@ class LoadStats:
             lines.append(f"  skipped file {name}: {reason}")
         if self.dropped_empty_system:
             lines.append(f"  dropped {self.dropped_empty_system:,} empty system message(s)")
+        if self.ignored_message_keys:
+            lines.append("  ignored message keys (a message keeps only its role and content):")
+            for key, ik in sorted(self.ignored_message_keys.items(), key=lambda kv: (-kv[1].messages, kv[0])):
+                lines.append(f"    {ik.describe(key)}")
         if self.ignored_files:
             lines.append(f"  ignored {len(self.ignored_files)} file(s) of unknown type: " + ", ".join(self.ignored_files[:5])
                          + (" ..." if len(self.ignored_files) > 5 else ""))
@@ -384,7 +424,7 @@ class _Loader:
                 if error is None:
                     try:
                         rec = rename_columns(raw.record, self.columns)
-                        conv, dropped = to_conversation(rec, fmt, raw.source, require_response=self.require_response)
+                        conv, notes = to_conversation(rec, fmt, raw.source, require_response=self.require_response)
                     except RowError as e:
                         error = e
                 if error is not None:
@@ -399,7 +439,9 @@ class _Loader:
                     continue  # raise mode: a problem was seen, keep looking for more, yield no more
                 self.stats.loaded += 1
                 self.stats.by_format[conv.meta["format"]] = self.stats.by_format.get(conv.meta["format"], 0) + 1
-                self.stats.dropped_empty_system += dropped
+                self.stats.dropped_empty_system += notes.dropped_system
+                if notes.ignored_keys:
+                    self.stats.add_ignored_keys(raw.source, notes.ignored_keys)
                 by_file += 1
                 self.stats.by_file[src.display] = by_file
                 yield conv

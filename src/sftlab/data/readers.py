@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from sftlab.errors import Problem
+from sftlab.errors import DataError, Problem
 from sftlab.data.formats import RowError
 
 MAX_LINE_BYTES = 64 * 1024 * 1024  # a single JSONL line above this is reported, not loaded
@@ -154,6 +154,29 @@ def read_jsonl(path: Path, display: str, max_line_bytes: int = MAX_LINE_BYTES) -
                 yield RawRow(where, parse_json(body, where, start + lead))
             except RowError as e:
                 yield RawRow(where, error=e, raw=body.decode("utf-8", "replace"))
+
+
+def read_jsonl_objects(path: str | Path, shape: str) -> tuple[list[tuple[str, dict]], list[Problem]]:
+    """A small JSONL file of our own kind (built-in corpora, prompt sets) -> ([(file:line, object)],
+    [problems]). Lines that are not JSON, not UTF-8 or not a JSON object become Problems naming
+    file:line (`shape` is the object to write, shown in the fix), so the caller can add its own
+    field checks and raise everything at once. Blank lines are skipped. A file that cannot be
+    opened raises DataError."""
+    file = Path(path)
+    rows: list[tuple[str, dict]] = []
+    problems: list[Problem] = []
+    try:
+        for raw in read_jsonl(file, str(file)):
+            if raw.error is not None:
+                problems += [p for _, p in raw.error.problems]
+            elif not isinstance(raw.record, dict):
+                problems.append(Problem(raw.source, "", f"expected a JSON object, got {type(raw.record).__name__}",
+                                        f"write one object per line: {shape}"))
+            else:
+                rows.append((raw.source, raw.record))
+    except FileError as e:
+        raise DataError(e.problem) from None
+    return rows, problems
 
 
 # ---- JSON ----------------------------------------------------------------------------------

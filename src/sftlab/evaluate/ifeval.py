@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from sftlab.data.readers import read_jsonl_objects
 from sftlab.errors import DataError, Problem
 
 # ---------------------------------------------------------------- text helpers
@@ -319,22 +320,9 @@ def load_prompts(path: str | Path | None = None) -> list[IFEvalPrompt]:
     """
     file = Path(path) if path is not None else default_prompts_path()
     prompts: list[IFEvalPrompt] = []
-    problems: list[Problem] = []
-    seen_ids: dict[str, int] = {}
-    for lineno, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{file}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(Problem(where, "", f"not valid JSON ({exc.msg} at column {exc.colno})",
-                                    "write one JSON object per line"))
-            continue
-        if not isinstance(record, dict):
-            problems.append(Problem(where, "", f"expected a JSON object, got {type(record).__name__}",
-                                    'write {"id": ..., "prompt": ..., "constraints": [...]}'))
-            continue
+    seen_ids: dict[str, str] = {}
+    rows, problems = read_jsonl_objects(file, '{"id": ..., "prompt": ..., "constraints": [...]}')
+    for where, record in rows:
         line_problems = []
         for key in ("id", "prompt"):
             if not isinstance(record.get(key), str) or not record[key].strip():
@@ -351,10 +339,10 @@ def load_prompts(path: str | Path | None = None) -> list[IFEvalPrompt]:
                 line_problems.append(problem)
         pid = record.get("id")
         if isinstance(pid, str) and pid in seen_ids:
-            line_problems.append(Problem(where, "id", f"duplicate id {pid!r} (first on line {seen_ids[pid]})",
+            line_problems.append(Problem(where, "id", f"duplicate id {pid!r} (first at {seen_ids[pid]})",
                                          "give every prompt its own id"))
         elif isinstance(pid, str):
-            seen_ids[pid] = lineno
+            seen_ids[pid] = where
         if line_problems:
             problems.extend(line_problems)
             continue
