@@ -50,6 +50,9 @@ class DataConfig(Strict):
     length_policy: Literal["drop", "truncate", "split"] = Field("split", description="what to do with over-long examples (always counted and reported)")
     packing: bool = Field(True, description="pack examples into rows without padding; false = padded batches")
     on_error: Literal["raise", "skip"] = Field("raise", description="bad rows: stop with all problems listed, or skip them (counted)")
+    # exclude=True: not in model_dump, so not in RunConfig.fingerprint: turning the cache on or off
+    # changes no result, and must neither block `--resume` nor change existing runs' fingerprints.
+    cache: bool = Field(True, exclude=True, description="reuse rendered+tokenised rows from $SFTLAB_CACHE/tokenized (default ~/.cache/sftlab/tokenized), keyed by data, tokenizer, template and train_on; false = always render")
 
 
 class TrainConfig(Strict):

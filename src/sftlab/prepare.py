@@ -1,6 +1,8 @@
 """Data preparation for training: load -> render + mask -> pre-flight -> length policy -> pack.
 
 Every stage reports what it did; nothing is dropped without being counted here.
+Rendered rows are cached on disk (token_cache.py) unless `data.cache: false`; the pre-flight checks
+run on the rows either way (on a cache hit they cost no rendering).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sftlab.data.config import DataSourceConfig
 from sftlab.errors import DataError, Problem, TemplateError
 from sftlab.pack import LengthReport, PackedDataset, apply_length_policy
 from sftlab.render import Rendered, Renderer, preflight
+from sftlab.token_cache import TokenCache, cache_root
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -89,17 +92,42 @@ class Prepared:
         return "\n".join(lines)
 
 
-def render_all(renderer: Renderer, convs: list[Conversation], desc: str) -> list[Rendered]:
-    out = []
-    problems = []
-    for c in tqdm(convs, desc=desc, unit="ex", leave=False, mininterval=1.0):
-        try:
-            out.append(renderer.render(c))
-        except TemplateError as e:
-            problems.append(Problem(c.source or c.id, "messages", str(e)))
+def _check_rendered(convs: list[Conversation], results: list) -> list[Rendered]:
+    problems = [Problem(c.source or c.id, "messages", str(r)) for c, r in zip(convs, results) if isinstance(r, TemplateError)]
     if problems:
         raise DataError(problems, header=f"{len(problems)} example(s) could not be rendered with the chat template:")
-    return out
+    return results
+
+
+PREFLIGHT_ROWS = 200
+
+
+def render_checked(renderer: Renderer, convs: list[Conversation], desc: str, cache: TokenCache | None,
+                   check: bool) -> tuple[list[Rendered], str]:
+    """Rendered rows of `convs` (from the cache when it has them), and what the cache did.
+
+    `check`: pre-flight on the first PREFLIGHT_ROWS rows, before the rest is rendered, so a bad
+    template fails in seconds on a large data set. On a cache hit the checks run on cached rows."""
+    key = cache.key(convs) if cache is not None else None
+    status = "off (the tokenizer has no `tokenizers` backend to fingerprint)" if cache is not None and key is None else ""
+    if key is not None:
+        rows, status = cache.load(key, convs)
+        if rows is not None:
+            if check:
+                report = preflight(renderer, convs, PREFLIGHT_ROWS, rendered=rows)
+                if not report.ok:
+                    raise TemplateError(report.format())
+            return rows, f"hit {key[:12]}"
+    with tqdm(total=len(convs), desc=desc, unit="ex", leave=False, mininterval=1.0) as bar:
+        head = renderer.render_batch(convs[:PREFLIGHT_ROWS], progress=bar)
+        if check:
+            report = preflight(renderer, convs, PREFLIGHT_ROWS, rendered=head)
+            if not report.ok:
+                raise TemplateError(report.format())
+        rows = _check_rendered(convs, head + renderer.render_batch(convs[PREFLIGHT_ROWS:], progress=bar))
+    if key is not None:
+        status = f"{status}, {cache.store(key, rows)} {key[:12]}"
+    return rows, status
 
 
 def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id: int) -> Prepared:
@@ -119,19 +147,19 @@ def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id
     if not convs:
         raise DataError(Problem("data.train", "", "no training examples were loaded", "check the paths and formats"))
 
-    report = preflight(renderer, convs)
-    if not report.ok:
-        raise TemplateError(report.format())
-
-    rendered = render_all(renderer, convs, "render train")
+    cache = TokenCache(renderer, cache_root()) if data.cache else None
+    rendered, train_status = render_checked(renderer, convs, "render train", cache, check=True)
+    statuses = [f"train {train_status}"]
     rendered, length_report = apply_length_policy(rendered, data.max_len, data.length_policy)
     budget = max(train_cfg.tokens_per_batch, data.max_len)
     train = PackedDataset(rendered, budget, padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id, seed=train_cfg.seed)
     eval_ds = None
     if eval_convs:
-        ev = render_all(renderer, eval_convs, "render eval")
+        ev, eval_status = render_checked(renderer, eval_convs, "render eval", cache, check=False)
+        statuses.append(f"eval {eval_status}")
         ev, ev_report = apply_length_policy(ev, data.max_len, data.length_policy)
         if ev_report.too_long:
             notes.append("eval " + ev_report.summary())
         eval_ds = PackedDataset(ev, budget, padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id, seed=0)
+    notes.append(f"token cache ({cache_root()}): " + "; ".join(statuses) if cache is not None else "token cache: off (data.cache: false)")
     return Prepared(train, eval_ds, length_report, notes, data_fingerprint(rendered))

@@ -12,10 +12,22 @@ be a prefix of the full rendering; a template that rewrites earlier turns when o
 The text is tokenized segment by segment (prompt part, trained part, prompt part, ...), which is
 exactly how inference sees it: the prompt is tokenized, then the model emits the answer tokens.
 loss_mask[t] == 1 means token t is a training target (predicted from tokens before it).
+
+Speed (`render_batch`; `render` is a batch of one): the compiled Jinja template is called directly
+(apply_chat_template re-validates and copies its inputs on every call: 0.083 vs 0.045 ms per
+render), after_i of a final assistant turn is `full` and is not rendered again, and the text pieces
+of 256 conversations go to the tokenizer in one batched call (500 bench rows = 2724 pieces: 345 ms
+CPU one call per piece, 283 ms batched, 225 ms through the backend's encode_batch_fast). The
+pieces and their order are unchanged, so ids, masks and errors are exactly those of the
+one-call-per-piece algorithm (tests/test_render_speed_exact.py keeps it as the reference).
+Tokenizing is then ~75% of rendering: the floor for any renderer that tokenizes every piece.
 """
 
 from __future__ import annotations
 
+import gc
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,6 +35,19 @@ from sftlab.conversation import Conversation
 from sftlab.errors import TemplateError
 
 TrainOn = Literal["all_assistant", "last_assistant", "everything"]
+
+# Bump when the ids/masks produced for the same conversation + tokenizer change: the tokenised-data
+# cache (token_cache.py) keys on it, so old cache entries are not reused after such a change.
+RENDER_VERSION = 1
+# Conversations whose text pieces are tokenized in one batched call (bounds memory, paces progress).
+BATCH_CONVERSATIONS = 256
+# Conversations rendered through both the compiled template and apply_chat_template at start-up;
+# any difference (a transformers version that passes other variables) turns the direct path off.
+_PROBES = (
+    ({"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi there"}),
+    ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Reverse apple."},
+     {"role": "assistant", "content": "elppa"}, {"role": "user", "content": "2 + 3?"}, {"role": "assistant", "content": "5"}),
+)
 
 
 @dataclass
@@ -54,21 +79,69 @@ class Renderer:
             )
         self.tokenizer = tokenizer
         self.train_on = train_on
+        # (template source it was built for, compiled template or None = use apply_chat_template, kwargs)
+        self._direct: tuple[object, object, dict] | None = None
         self.stop_text, self.stop_token_id = self._find_stop_token()
         self.bos_token_id = tokenizer.bos_token_id
         # Special-token strings inside message text are tokenized as the real control tokens, so
         # content could fake a turn boundary and shift the loss mask: such content is refused.
         self.special_strings = sorted({t for t in tokenizer.all_special_tokens if t}, key=len, reverse=True)
+        # one regex scan per message instead of one `in` per special token (SmolLM2 has 17)
+        self._special_re = re.compile("|".join(map(re.escape, self.special_strings))) if self.special_strings else None
 
     # ---- template probing -------------------------------------------------------------------
     def _template(self, messages: list[dict], add_generation_prompt: bool) -> str:
         try:
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=add_generation_prompt
-            )
+            compiled, kwargs = self._compiled_template()
+            if compiled is None or not messages:  # apply_chat_template refuses an empty conversation
+                return self.tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=add_generation_prompt
+                )
+            return compiled.render(messages=messages, tools=None, documents=None,
+                                   add_generation_prompt=add_generation_prompt, **kwargs)
         except Exception as e:  # a Jinja template may raise anything (raise_exception(), TypeError...)
             roles = [m["role"] for m in messages]
             raise TemplateError(f"the chat template raised {type(e).__name__}: {e} (roles: {roles})") from e
+
+    def _compiled_template(self) -> tuple[object, dict]:
+        """The tokenizer's template compiled once, in transformers' own sandboxed environment, with
+        the variables apply_chat_template passes for plain {role, content} messages and no tools:
+        messages, tools=None, documents=None, add_generation_prompt and the special-token strings.
+        (None, {}) means: call apply_chat_template (dict-valued templates, other transformers)."""
+        src = self.tokenizer.chat_template
+        if self._direct is not None and self._direct[0] is src:
+            return self._direct[1], self._direct[2]
+        compiled, kwargs = None, {}
+        try:
+            from transformers.utils.chat_template_utils import _compile_jinja_template, _plain_template_data
+        except ImportError:
+            _compile_jinja_template = None
+        if isinstance(src, str) and _compile_jinja_template is not None:
+            compiled = _compile_jinja_template(src)  # a syntax error raises here, reported by _template
+            kwargs = _plain_template_data(dict(self.tokenizer.special_tokens_map))
+            if not self._direct_matches(compiled, kwargs):
+                compiled, kwargs = None, {}
+        self._direct = (src, compiled, kwargs)
+        return compiled, kwargs
+
+    def _direct_matches(self, compiled, kwargs: dict) -> bool:
+        for conv in _PROBES:
+            for n in range(1, len(conv) + 1):
+                for agp in (False, True):
+                    results = []
+                    for direct in (True, False):
+                        try:
+                            if direct:
+                                results.append(compiled.render(messages=[dict(m) for m in conv[:n]], tools=None, documents=None,
+                                                               add_generation_prompt=agp, **kwargs))
+                            else:
+                                results.append(self.tokenizer.apply_chat_template([dict(m) for m in conv[:n]], tokenize=False,
+                                                                                  add_generation_prompt=agp))
+                        except Exception as e:  # both must raise alike (e.g. a template that refuses system)
+                            results.append((type(e), str(e)))
+                    if results[0] != results[1]:
+                        return False
+        return True
 
     def _find_stop_token(self) -> tuple[str, int]:
         """The special token the template puts right after an assistant answer."""
@@ -97,19 +170,82 @@ class Renderer:
 
     # ---- rendering ----------------------------------------------------------------------------
     def check_no_special_tokens(self, conv: Conversation) -> None:
+        if self._special_re is None:
+            return
         for i, m in enumerate(conv.messages):
-            found = next((t for t in self.special_strings if t in m.content), None)
-            if found:
-                raise TemplateError(
-                    f"{conv.source or conv.id}: message {i + 1} ({m.role}) contains {found!r}, a special token of "
-                    "the tokenizer; it would be read as a real control token (a fake turn boundary that breaks "
-                    "the loss mask). Remove it from the data or replace it with plain text."
-                )
+            if self._special_re.search(m.content) is None:
+                continue
+            found = next(t for t in self.special_strings if t in m.content)  # longest first, as reported before
+            raise TemplateError(
+                f"{conv.source or conv.id}: message {i + 1} ({m.role}) contains {found!r}, a special token of "
+                "the tokenizer; it would be read as a real control token (a fake turn boundary that breaks "
+                "the loss mask). Remove it from the data or replace it with plain text."
+            )
 
     def render(self, conv: Conversation) -> Rendered:
+        (r,) = self.render_batch([conv])
+        if isinstance(r, TemplateError):
+            raise r
+        return r
+
+    def render_batch(self, convs: list[Conversation], progress=None) -> list[Rendered | TemplateError]:
+        """Render many conversations: a Rendered, or the TemplateError that conversation raised, for
+        each, in order. `progress`: an object with .update(n) (a tqdm bar), called per batch."""
+        out: list[Rendered | TemplateError] = []
+        for b in range(0, len(convs), BATCH_CONVERSATIONS):
+            batch = convs[b : b + BATCH_CONVERSATIONS]
+            with _gc_paused():
+                out += self._render_one_batch(batch)
+            if progress is not None:
+                progress.update(len(batch))
+        return out
+
+    def _render_one_batch(self, batch: list[Conversation]) -> list[Rendered | TemplateError]:
+        out: list[Rendered | TemplateError] = []
+        plans: list[tuple[list[tuple[str, int]], str] | TemplateError] = []
+        texts: list[str] = []
+        for conv in batch:
+            try:
+                plan = self._pieces(conv)
+            except TemplateError as e:
+                plans.append(e)
+                continue
+            plans.append(plan)
+            texts += [t for t, _ in plan[0]]
+        # one call for all pieces: the same pieces, each tokenized on its own, as one-by-one calls
+        parts = self._token_ids(texts) if texts else []
+        k = 0
+        for conv, plan in zip(batch, plans):
+            if isinstance(plan, TemplateError):
+                out.append(plan)
+                continue
+            pieces, kind = plan
+            out.append(self._assemble(conv, pieces, parts[k : k + len(pieces)], kind))
+            k += len(pieces)
+        return out
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """`tokenizer(texts, add_special_tokens=False)["input_ids"]`. For a plain transformers fast
+        tokenizer whose backend is in the state that call would put it in (no truncation, no
+        padding, same special-token splitting), the backend's encode_batch_fast gives the same ids
+        without offsets and per-encoding Python conversion: 225 vs 283 ms CPU for 2724 pieces."""
+        tok = self.tokenizer
+        backend = getattr(tok, "backend_tokenizer", None)
+        if (
+            backend is not None
+            and _plain_fast_tokenizer(type(tok))
+            and backend.truncation is None
+            and backend.padding is None
+            and backend.encode_special_tokens == bool(getattr(tok, "split_special_tokens", False))
+        ):
+            return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+        return tok(texts, add_special_tokens=False)["input_ids"]
+
+    def _pieces(self, conv: Conversation) -> tuple[list[tuple[str, int]], str]:
+        """The text to tokenize as consecutive pieces, each with its mask value (1 = trained)."""
         self.check_no_special_tokens(conv)
         if conv.meta.get("format") == "text":
-            return self._render_text(conv)
+            return [("".join(m.content for m in conv.messages), 1)], "text"
         messages = conv.to_dicts()
         full = self._template(messages, add_generation_prompt=False)
         assistant_idx = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
@@ -118,7 +254,8 @@ class Renderer:
         spans: list[tuple[int, int]] = []  # trained char spans in `full`
         for i in assistant_idx:
             before = self._template(messages[:i], add_generation_prompt=True)
-            after = self._template(messages[: i + 1], add_generation_prompt=False)
+            # messages[: i + 1] of a final assistant turn is `messages`: the same call as `full`
+            after = full if i == len(messages) - 1 else self._template(messages[: i + 1], add_generation_prompt=False)
             for name, text in (("prompt", before), ("turn", after)):
                 if not full.startswith(text):
                     at = next((k for k, (a, b) in enumerate(zip(text, full)) if a != b), min(len(text), len(full)))
@@ -138,41 +275,38 @@ class Renderer:
             spans.append((start, stop_at + len(self.stop_text)))
         if self.train_on == "everything":
             spans = [(0, len(full))]
-        return self._tokenize_spans(full, spans, conv)
+        # untrained text between trained spans (only when not empty), each trained span, the rest
+        pieces: list[tuple[str, int]] = []
+        pos = 0
+        for start, end in spans:
+            if start > pos:
+                pieces.append((full[pos:start], 0))
+            pieces.append((full[start:end], 1))
+            pos = end
+        if pos < len(full):
+            pieces.append((full[pos:], 0))
+        return pieces, "chat"
 
-    def _tokenize_spans(self, full: str, spans: list[tuple[int, int]], conv: Conversation) -> Rendered:
+    def _assemble(self, conv: Conversation, pieces: list[tuple[str, int]], parts: list[list[int]], kind: str) -> Rendered:
+        if kind == "text":
+            # Plain text rows: no template, every token trained, eos appended so documents end.
+            ids = parts[0]
+            eos = self.tokenizer.eos_token_id
+            if eos is not None:
+                ids = ids + [eos]
+            mask = [0] + [1] * (len(ids) - 1) if ids else []
+            return Rendered(ids, mask, [len(ids)], conv.id, conv.source, kind="text")
         ids: list[int] = []
         mask: list[int] = []
         turn_ends: list[int] = []
-        pos = 0
-        tok = self.tokenizer
-        for start, end in spans:
-            if start > pos:
-                part = tok(full[pos:start], add_special_tokens=False)["input_ids"]
-                ids += part
-                mask += [0] * len(part)
-            part = tok(full[start:end], add_special_tokens=False)["input_ids"]
+        for (_, trained), part in zip(pieces, parts):
             ids += part
-            mask += [1] * len(part)
-            turn_ends.append(len(ids))
-            pos = end
-        if pos < len(full):
-            part = tok(full[pos:], add_special_tokens=False)["input_ids"]
-            ids += part
-            mask += [0] * len(part)
+            mask += [trained] * len(part)
+            if trained:
+                turn_ends.append(len(ids))
         if self.train_on == "everything" and mask:
             mask[0] = 0  # nothing predicts the first token
         return Rendered(ids, mask, turn_ends, conv.id, conv.source)
-
-    def _render_text(self, conv: Conversation) -> Rendered:
-        """Plain text rows: no template, every token trained, eos appended so documents end."""
-        text = "".join(m.content for m in conv.messages)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        if eos is not None:
-            ids = ids + [eos]
-        mask = [0] + [1] * (len(ids) - 1) if ids else []
-        return Rendered(ids, mask, [len(ids)], conv.id, conv.source, kind="text")
 
     def render_prompt(self, messages: list[dict] | Conversation) -> list[int]:
         """Token ids of a prompt ending with the generation prompt (for generation and eval)."""
@@ -189,6 +323,42 @@ class Renderer:
         if eos is not None and eos not in ids:
             ids.append(eos)
         return ids
+
+
+def _plain_fast_tokenizer(cls) -> bool:
+    """True when calling the tokenizer goes straight to the `tokenizers` backend: transformers'
+    own __call__ and _encode_plus, no input/target mode switching (checked per class, cached)."""
+    if cls not in _PLAIN_FAST:
+        try:
+            from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+            from transformers.tokenization_utils_tokenizers import TokenizersBackend
+        except ImportError:
+            _PLAIN_FAST[cls] = False
+        else:
+            _PLAIN_FAST[cls] = (
+                issubclass(cls, TokenizersBackend)
+                and cls.__call__ is PreTrainedTokenizerBase.__call__
+                and cls._encode_plus is TokenizersBackend._encode_plus
+                and not hasattr(cls, "_switch_to_input_mode")
+            )
+    return _PLAIN_FAST[cls]
+
+
+_PLAIN_FAST: dict[type, bool] = {}
+
+
+@contextmanager
+def _gc_paused():
+    """No cyclic garbage collection while one batch allocates its (acyclic) lists: with the ~0.4M
+    objects a loaded transformers process tracks, the collections it triggers cost ~7% of
+    rendering (measured 0.558 -> 0.522 s CPU for 500 rows). Restored afterwards, even on error."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 # ---- pre-flight -------------------------------------------------------------------------------
@@ -221,16 +391,22 @@ class PreflightReport:
         return "\n".join(lines)
 
 
-def preflight(renderer: Renderer, conversations: list[Conversation], limit: int = 200) -> PreflightReport:
-    """Render a sample and check the properties every training example must have."""
+def preflight(renderer: Renderer, conversations: list[Conversation], limit: int = 200,
+              rendered: list[Rendered | TemplateError] | None = None) -> PreflightReport:
+    """Render a sample and check the properties every training example must have.
+
+    `rendered`: render_batch's results for `conversations` (at least the first `limit`), when the
+    caller has them already (prepare renders once and checks those)."""
     report = PreflightReport()
     bos = renderer.bos_token_id
-    for conv in conversations[:limit]:
+    convs = conversations[:limit]
+    results = rendered[:limit] if rendered is not None else renderer.render_batch(convs)
+    if len(results) != len(convs):
+        raise ValueError(f"preflight: {len(results)} rendered results for {len(convs)} conversations")
+    for conv, r in zip(convs, results):
         report.checked += 1
-        try:
-            r = renderer.render(conv)
-        except TemplateError as e:
-            report.template_errors.append(str(e))
+        if isinstance(r, TemplateError):
+            report.template_errors.append(str(r))
             continue
         where = conv.source or conv.id
         if r.n_trained == 0:
