@@ -73,6 +73,10 @@ class TrainConfig(Strict):
     save_every: int = Field(0, ge=0, description="steps; 0 = only at the end")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept")
     max_nonfinite_steps: int = Field(3, ge=1, description="stop after this many non-finite losses in a row")
+    gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward: less memory, ~1 extra forward of compute")
+    compile: bool = Field(False, description="torch.compile the model for training; if compiling fails the run warns and continues uncompiled")
+    autocast: Literal["off", "bf16"] = Field("off", description="run the training forward under bf16 autocast (CPU or GPU); weights and optimizer stay in model.dtype")
+    loss_chunk_tokens: int | None = Field(None, ge=1, description="lm_head + cross-entropy over this many trained positions at a time, so the [positions, vocab] logits never exist at once (memory); null = all at once")
 
 
 class RunConfig(Strict):

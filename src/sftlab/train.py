@@ -5,16 +5,22 @@ Its loss is   sum of token cross-entropies over all of them / number of trained 
 them   — every trained token weighs the same, however the tokens fall into micro-batches or
 processes. Each micro-batch backpropagates  loss_sum * world / n_step  because DDP averages
 gradients over processes. tests/test_train.py checks batch 8 x 1 step == batch 1 x 8 accumulated.
+
+Speed/memory options (train.*; each measured by `benchmarks/bench_train.py --techniques`):
+gradient_checkpointing, compile (falls back to eager with a warning if compiling fails),
+autocast (bf16 forward), loss_chunk_tokens (lm_head + CE in chunks, see loss.py).
+tests/test_train_techniques.py checks each gives the gradients / loss of the plain loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,6 +50,8 @@ class TrainResult:
     trained_tokens: int
     seconds: float
     stopped_early: str = ""
+    nonfinite_skipped_steps: int = 0  # optimizer steps skipped for a non-finite loss, over the whole run (resumes included)
+    warnings: list[str] = field(default_factory=list)  # e.g. compile fell back to eager
 
 
 def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, force_resume: bool = False, model=None, tokenizer=None) -> TrainResult:
@@ -78,6 +86,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
         model.resize_token_embeddings(len(tokenizer))
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+    if cfg.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     trainable, total = count_parameters(model)
     if is_main:
         check_free_space(out, model)
@@ -97,6 +107,11 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
         num_training_steps=total_steps,
     )
     model, optimizer = accelerator.prepare(model, optimizer)
+    # eager_model: the uncompiled (possibly DDP-wrapped) model; evaluation and the compile fallback use it
+    eager_model = model
+    if cfg.train.compile:
+        model = torch.compile(model)
+    run_warnings: list[str] = []
 
     # ---- resume ---------------------------------------------------------------------------------
     meta = {"config_fingerprint": cfg.fingerprint(), "data_fingerprint": data.fingerprint}
@@ -117,8 +132,11 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
         start_step = state.step
         log(f"resumed from {state.path} at step {start_step}")
     metrics_path = out / "metrics.jsonl"
+    nonfinite_skipped = 0
     if is_main:
         truncate_metrics(metrics_path, start_step)
+    if is_main and start_step:  # the count so far travels in the metrics log (its last line is the checkpoint's step)
+        nonfinite_skipped = skipped_so_far(metrics_path)
 
     # ---- stop cleanly on SIGINT/SIGTERM: finish the step, save, exit --------------------------
     stop_requested: list[str] = []
@@ -137,11 +155,26 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     try:
         for step in range(start_step, total_steps):
             batches = step_batches(data.train, step, micro_per_step, accelerator.process_index, world)
-            step_loss, n_step, step_real = accumulate_gradients(model, batches, accelerator)
+            options = {"chunk_tokens": cfg.train.loss_chunk_tokens, "autocast": cfg.train.autocast}
+            try:
+                step_loss, n_step, step_real = accumulate_gradients(model, batches, accelerator, **options)
+            except Exception as e:  # noqa: BLE001 - only a compiled model is retried; eager errors propagate
+                if model is eager_model:
+                    raise
+                # compiling happens lazily inside the forward (first step, or a recompile for a new
+                # shape). Redo this step uncompiled; a genuine error then raises from the eager model.
+                msg = (f"train.compile: torch.compile failed at step {step + 1} ({describe_error(e)}); "
+                       "continuing without compile. Set train.compile: false to skip the attempt.")
+                log(f"warning: {msg}")
+                run_warnings.append(msg)
+                optimizer.zero_grad(set_to_none=True)
+                model = eager_model
+                step_loss, n_step, step_real = accumulate_gradients(model, batches, accelerator, **options)
             real_tokens += step_real
             if not math.isfinite(step_loss):
                 optimizer.zero_grad(set_to_none=True)
                 nonfinite_in_a_row += 1
+                nonfinite_skipped += 1
                 log(f"step {step + 1}: non-finite loss ({step_loss}); step skipped ({nonfinite_in_a_row} in a row)")
                 if nonfinite_in_a_row >= cfg.train.max_nonfinite_steps:
                     stopped_early = (
@@ -169,10 +202,11 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
                 "grad_norm": grad_norm,
                 "trained_tokens": n_step,
                 "trained_tokens_per_s": round(trained_tokens / elapsed, 1),
-                "elapsed_s": round(elapsed, 2),
+                "elapsed_s": round(elapsed, 3),
+                "nonfinite_skipped": nonfinite_skipped,  # steps skipped so far in the run (a skipped step has no line)
             }
             if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0 and data.eval is not None:
-                eval_loss = evaluate_loss(model, data.eval, accelerator)
+                eval_loss = evaluate_loss(eager_model, data.eval, accelerator, chunk_tokens=cfg.train.loss_chunk_tokens)
                 record["eval_loss"] = round(eval_loss, 6)
                 model.train()
             if is_main:
@@ -195,25 +229,30 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     final_dir = out / "final"
     if not stopped_early:
         if data.eval is not None:
-            eval_loss = evaluate_loss(model, data.eval, accelerator)
+            eval_loss = evaluate_loss(eager_model, data.eval, accelerator, chunk_tokens=cfg.train.loss_chunk_tokens)
         if is_main:
             save_checkpoint(out, steps_done, accelerator.unwrap_model(model), optimizer, scheduler, meta, cfg.train.keep_checkpoints)
             save_model(accelerator.unwrap_model(model), tokenizer, final_dir)
-    result = TrainResult(out, final_dir, steps_done, last_loss, eval_loss, trained_tokens, time.time() - started, stopped_early)
+    result = TrainResult(out, final_dir, steps_done, last_loss, eval_loss, trained_tokens, time.time() - started, stopped_early,
+                         nonfinite_skipped, run_warnings)
     if is_main:
         (out / "run.json").write_text(json.dumps({"config": cfg.model_dump(mode="json"), "result": _jsonable(result), "data": data.summary()}, indent=2))
         msg = f"done: {steps_done} steps, loss {last_loss:.4f}" + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
+        if nonfinite_skipped:
+            msg += f", {nonfinite_skipped} step(s) skipped for a non-finite loss"
         log(msg + (f" ({stopped_early})" if stopped_early else f"; model saved to {final_dir}"))
     return result
 
 
 # ---- helpers (each small, each used above) ---------------------------------------------------------
-def accumulate_gradients(model, batches: list[Batch], accelerator: Accelerator) -> tuple[float, int, int]:
+def accumulate_gradients(model, batches: list[Batch], accelerator: Accelerator, *, chunk_tokens: int | None = None,
+                         autocast: str = "off") -> tuple[float, int, int]:
     """Backpropagate one optimizer step's micro-batches; returns (loss, trained tokens, real tokens).
 
     Gradients equal those of  sum(token CE over the whole step, all processes) / trained tokens
     of the whole step: the count is all-reduced BEFORE any backward, each micro-batch scales its
     summed loss by world / n_step, and DDP's gradient average divides the world back out.
+    `autocast="bf16"` runs the forward (not the backward call) under bf16 autocast.
     """
     world = accelerator.num_processes
     n_local = sum(b.n_trained for b in batches)
@@ -222,7 +261,8 @@ def accumulate_gradients(model, batches: list[Batch], accelerator: Accelerator) 
     for i, batch in enumerate(batches):
         last = i == len(batches) - 1
         with _nullcontext() if last else accelerator.no_sync(model):  # sync grads once per step
-            loss, _ = summed_loss(model, batch)
+            with forward_autocast(autocast, accelerator.device):
+                loss, _ = summed_loss(model, batch, chunk_tokens)
             accelerator.backward(loss * world / max(1, n_step))
         loss_sum += loss.detach().float()
     step_loss = float(accelerator.reduce(loss_sum, reduction="sum")) / max(1, n_step)
@@ -250,14 +290,62 @@ def empty_like(batch: Batch) -> Batch:
     return Batch(batch.input_ids, torch.full_like(batch.labels, -100), batch.position_ids, batch.attention_mask, 0, 0)
 
 
+def forward_autocast(mode: str, device: torch.device):
+    """bf16 autocast for `train.autocast: bf16` (matmuls in bf16, reductions and the loss in fp32)."""
+    if mode == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute each decoder layer's activations in the backward instead of keeping them.
+
+    Non-reentrant torch.utils.checkpoint (what transformers uses by default). For LoRA the input
+    embeddings are frozen, so their output does not require grad; with reentrant checkpointing
+    no gradient would reach the adapters. transformers' activation_checkpointing_enable already
+    hooks the embeddings for input_ids models, and TRL calls enable_input_require_grads for peft
+    models itself (transformers issue #42489); we do the same so LoRA keeps its gradients whatever
+    the transformers version. tests/test_train_techniques.py checks the gradients (full and LoRA).
+    """
+    peft = hasattr(model, "get_base_model")
+    base = model.get_base_model() if peft else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise SftlabError(f"train.gradient_checkpointing: {type(base).__name__} does not support it; set train.gradient_checkpointing: false")
+    enable = getattr(base, "activation_checkpointing_enable", None)
+    if enable is not None:  # transformers >= 5.x name; gradient_checkpointing_enable is its deprecated alias
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if peft:
+        base.enable_input_require_grads()
+
+
+def describe_error(e: BaseException) -> str:
+    """One line: the error and, for wrapped ones (dynamo's BackendCompilerFailed), what it wraps."""
+    def line(x: BaseException) -> str:
+        return f"{type(x).__name__}: " + (str(x).strip().splitlines() or [""])[0][:300]
+
+    inner = getattr(e, "inner_exception", None) or e.__cause__
+    return line(e) + (f" <- {line(inner)}" if inner is not None and inner is not e else "")
+
+
+def skipped_so_far(metrics_path: Path) -> int:
+    """Non-finite steps skipped before the resume point: the last metrics line's running count."""
+    if not metrics_path.exists():
+        return 0
+    lines = [x for x in metrics_path.read_text().splitlines() if x.strip()]
+    return int(json.loads(lines[-1]).get("nonfinite_skipped", 0)) if lines else 0
+
+
 @torch.no_grad()
-def evaluate_loss(model, ds: PackedDataset, accelerator: Accelerator) -> float:
-    """Mean cross-entropy per trained token over the eval set (response loss, as in training)."""
+def evaluate_loss(model, ds: PackedDataset, accelerator: Accelerator, chunk_tokens: int | None = None) -> float:
+    """Mean cross-entropy per trained token over the eval set (response loss, as in training).
+    Runs in the model's dtype without autocast, so eval losses compare across train.autocast settings."""
     model.eval()
     total = torch.zeros(())
     count = torch.zeros(())
     for i in range(accelerator.process_index, len(ds), accelerator.num_processes):
-        loss, n = summed_loss(model, ds.batch(i))
+        loss, n = summed_loss(model, ds.batch(i), chunk_tokens)
         total += loss
         count += n
     total = accelerator.reduce(total, reduction="sum")
