@@ -1,5 +1,6 @@
 """Judging: verdict/score parsing, both-order pairwise comparison through `sftlab judge` over real
-HTTP (scripted judge), length-controlled win rate, bootstrap CIs."""
+HTTP (scripted judge), length-controlled win rate. (Win-rate CIs come from sftlab.evaluate.bootstrap,
+tested in test_eval_metrics.py.)"""
 
 import json
 
@@ -9,7 +10,6 @@ import pytest
 from sftlab.cli import main
 from sftlab.serve import server_in_thread
 from sftlab.synth.judge import (
-    bootstrap_ci,
     combine,
     length_controlled_win_rate,
     parse_rating,
@@ -36,6 +36,15 @@ def test_parse_rating_and_verdict():
     assert parse_verdict("Assistant A is better overall.") == "A"
     assert parse_verdict("It's a tie.") == "C"
     assert parse_verdict("hmm") is None
+    assert parse_verdict("It is a tie: both answers are fine.") == "C"
+    assert parse_verdict("Both are equally good.\nTie.") == "C"
+    # written by SmolLM2-135M in a real run: neither is a verdict
+    assert parse_verdict("The capital of Australia is Canberra.\n\nThe answer is not a tie.") is None
+    assert parse_verdict('output "[[A]]" if assistant A is better, "[[B]]" if assistant B is better, and "[[C]]" for a tie') is None
+    assert parse_verdict('I will output "[[A]]" if assistant A is better, "[[B]]" if assistant B is better, and "[[C]]" for a tie. [[B]]') == "B"
+    assert parse_verdict("[[A]] no, [[B]], or [[C]]?") is None  # all three named: no verdict
+    assert parse_rating('You must rate it, for example: "Rating: [[5]]".') is None
+    assert parse_rating('As asked, for example: "Rating: [[5]]". My rating: [[3]]') == 3
 
 
 def test_both_orders_cancel_position_bias():
@@ -58,15 +67,6 @@ def test_length_controlled_win_rate_removes_length_preference():
     y2 = (rng.uniform(size=100) < 0.7).astype(float)
     d2 = rng.normal(0, 100, 100)
     assert abs(length_controlled_win_rate(y2, d2) - y2.mean()) < 0.06
-
-
-def test_bootstrap_ci_contains_mean_and_shrinks_with_n():
-    small = np.array([1, 0, 1, 1, 0.5] * 4)
-    big = np.tile(small, 20)
-    lo, hi = bootstrap_ci(small)
-    blo, bhi = bootstrap_ci(big)
-    assert lo < small.mean() < hi and blo < big.mean() < bhi
-    assert (bhi - blo) < (hi - lo)
 
 
 def _write(path, rows):

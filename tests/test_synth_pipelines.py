@@ -241,3 +241,18 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
     assert ids == [f"self-instruct-{i:05d}" for i in range(target)]
     instructions = [r["messages"][0]["content"] for r in rows]
     assert len(set(instructions)) == target
+
+
+def test_novelty_pool_holds_seed_instructions_without_their_inputs():
+    from sftlab.synth.filters import NoveltyFilter
+    from sftlab.synth.self_instruct import load_instructions, novelty_pool
+
+    seeds = [t for _, t in load_instructions("builtin")]
+    with_input = next(s for s in seeds if s.startswith("Translate the sentence into French.\n\n"))
+    copy = with_input.split("\n\n")[0]
+    # against the seed as shown (instruction + input) a verbatim copy of its instruction looks new...
+    assert NoveltyFilter(seeds).is_novel(copy)[0]
+    # ...so the pool also holds the instruction alone, and the copy is rejected
+    pool = novelty_pool(seeds)
+    assert copy in pool and with_input in pool and len(pool) == len(seeds) + sum("\n\n" in s for s in seeds)
+    assert not NoveltyFilter(pool).is_novel(copy)[0]

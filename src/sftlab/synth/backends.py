@@ -81,6 +81,11 @@ class ChatBackend:
                  seed: int | None = None) -> list[CompletionResult]:
         raise NotImplementedError
 
+    def choose(self, conversations: list[list[dict]], *, prefix: str, choices: list[str], suffix: str = ""):
+        """log P(each choice | prompt + forced prefix) -> [ChoiceResult] (see synth/choices.py)."""
+        raise ConfigError(f"{self.name}: log-prob judging (method: logprobs) needs a local model (kind: local / local:NAME); "
+                          "an OpenAI-compatible server cannot continue a forced answer prefix -- use method: text")
+
     def close(self) -> None:
         pass
 
@@ -253,6 +258,14 @@ class LocalBackend(ChatBackend):
             results += [CompletionResult(t) for t in texts]
         return results
 
+    def choose(self, conversations, *, prefix, choices, suffix=""):
+        from sftlab.synth.choices import score_choices
+
+        self.stats.calls += len(conversations)
+        out = score_choices(self.model, self.renderer, conversations, prefix, choices, suffix)
+        self.stats.ok += len(out)
+        return out
+
 
 # ---- construction from config / command line --------------------------------------------------
 
@@ -280,15 +293,16 @@ class BackendConfig(BaseModel):
                              timeout_s=self.timeout_s, max_retries=self.max_retries, backoff_s=self.backoff_s)
 
 
-def backend_from_spec(spec: str, **kw) -> ChatBackend:
-    """'local:MODEL' | 'http(s)://host:port/v1#MODEL' | 'openai:MODEL' (base URL from OPENAI_BASE_URL)."""
+def backend_from_spec(spec: str, *, batch_size: int = 8, **kw) -> ChatBackend:
+    """'local:MODEL' | 'http(s)://host:port/v1#MODEL' | 'openai:MODEL' (base URL from OPENAI_BASE_URL).
+    batch_size: prompts per generation batch of a local model; kw: OpenAIBackend options."""
     if spec.startswith(("http://", "https://")):
         url, _, model = spec.partition("#")
         return OpenAIBackend(model or "default", url, **kw)
     if spec.startswith("openai:"):
         return OpenAIBackend(spec[len("openai:"):], None, **kw)
     if spec.startswith("local:"):
-        return LocalBackend(spec[len("local:"):])
+        return LocalBackend(spec[len("local:"):], batch_size=batch_size)
     raise ConfigError(
         f"backend {spec!r} not understood; use local:MODEL (e.g. local:smollm2-135m-instruct), "
         "http://127.0.0.1:8000/v1#MODEL, or openai:MODEL with OPENAI_BASE_URL/OPENAI_API_KEY set"

@@ -18,10 +18,18 @@ def register(sub) -> None:
     j.add_argument("--prompts", required=True, help="data file of prompts (the last assistant turn, if any, is ignored)")
     j.add_argument("--judge", required=True, help="judge backend: local:NAME | http://host:port/v1#MODEL | openai:MODEL")
     j.add_argument("--mode", default="pairwise", choices=["pairwise", "single", "both"])
+    j.add_argument("--judge-method", default="text", choices=["text", "logprobs"],
+                   help="text: parse the judge's written verdict (any backend); logprobs: a local judge's probability "
+                        "of each allowed verdict after a forced prefix (always parses; one forward pass per verdict)")
+    j.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch for local models")
+    j.add_argument("--save-answers", default=None, metavar="PREFIX",
+                   help="write the answers of A and B to PREFIX.a.jsonl / PREFIX.b.jsonl (reusable as --a/--b)")
     j.add_argument("--max-tokens", type=int, default=256, help="answer length when generating answers")
     j.add_argument("--judge-max-tokens", type=int, default=512)
     j.add_argument("--limit", type=int, default=None, help="use the first N prompts")
-    j.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    j.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples for the length-controlled win rate's 95%% CI (the other CIs use sftlab's "
+                        "standard 1000-resample percentile bootstrap)")
     j.add_argument("--out", default=None, help="write the summary and every judgement as JSON here")
     j.set_defaults(func=run_judge_cmd)
 
@@ -41,7 +49,8 @@ def run_judge_cmd(args) -> int:
     from sftlab.synth.compare import compare
 
     result = compare(args.a, args.b, args.prompts, args.judge, mode=args.mode, max_tokens=args.max_tokens,
-                     judge_max_tokens=args.judge_max_tokens, limit=args.limit, n_boot=args.bootstrap)
+                     judge_max_tokens=args.judge_max_tokens, limit=args.limit, n_boot=args.bootstrap,
+                     method=args.judge_method, batch_size=args.batch_size, save_answers=args.save_answers)
     print(result["text"])
     if args.out:
         Path(args.out).write_text(json.dumps({k: v for k, v in result.items() if k != "text"}, indent=1, ensure_ascii=False))

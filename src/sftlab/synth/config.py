@@ -61,8 +61,12 @@ class JudgeFilterConfig(BaseModel):
 
     input: str  # data file with (instruction, response) conversations
     threshold: float = Field(4.0, ge=1, le=5)  # keep score >= threshold (AlpaGasus: 4.5 on their 0-5 scale)
-    batch_size: int = Field(16, ge=1)
-    max_tokens: int = 256
+    # text: the judge writes "Score: N" + a reason, parsed (any backend). logprobs: a local judge's
+    # probability of each score 1-5 after "Score: ", score = probability-weighted mean (G-Eval);
+    # always parses, one forward pass per row (synth/choices.py)
+    method: Literal["text", "logprobs"] = "text"
+    batch_size: int = Field(16, ge=1)  # rows per progress save (and per generation batch for text)
+    max_tokens: int = 256  # text only
     rejects: str | None = None  # default: OUTPUT.rejected.jsonl
 
 
@@ -87,6 +91,9 @@ class SynthConfig(BaseModel):
                 raise ValueError("pipeline judge_filter needs a `judge_filter:` section with `input:` (the data to score)")
             if self.judge is None:
                 raise ValueError("pipeline judge_filter needs a `judge:` section (kind, model, base_url)")
+            if self.judge_filter.method == "logprobs" and self.judge.kind != "local":
+                raise ValueError("judge_filter.method: logprobs needs `judge: {kind: local, ...}` (an HTTP server cannot "
+                                 "score a forced answer prefix); use method: text for an HTTP judge")
         return self
 
 

@@ -97,6 +97,12 @@ Please act as an impartial judge and evaluate the quality of the responses provi
 {answer_b}
 [The End of Assistant B's Answer]"""
 
+# Forced answer prefixes for log-prob judging (judge method `logprobs`, synth/choices.py): each is
+# the start of the answer format its prompt asks for, so the scored choice continues it exactly.
+SCORE_PREFIX = "Score: "  # JUDGE_SCORE: "Score: N", N in 1..5
+PAIR_PREFIX, PAIR_SUFFIX = "[[", "]]"  # JUDGE_PAIR: "[[A]]", "[[B]]", "[[C]]"
+RATING_PREFIX, RATING_SUFFIX = "Rating: [[", "]]"  # JUDGE_SINGLE: "Rating: [[N]]", N in 1..10
+
 
 def prompt_hash(*templates: str) -> str:
     """Short, stable version id of the prompt text(s) a row was made with."""

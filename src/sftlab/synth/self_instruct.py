@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import random
 import re
+import sys
+import time
 
 from sftlab.conversation import Conversation
 from sftlab.synth import filters, prompts
@@ -36,6 +38,21 @@ def load_instructions(source: str) -> list[tuple[str, str]]:
     return out
 
 
+def novelty_pool(seeds: list[str]) -> list[str]:
+    """What new tasks must differ from: each seed as shown to the teacher and, for a seed with an
+    input ("instruction\n\ninput", as Alpaca rows load), its instruction alone. Candidates are
+    single lines, so against the full text a verbatim copy of a seed's instruction scored below
+    the threshold (ROUGE-L 0.67 for "Translate the sentence into French." in a real run) and was
+    kept as "new"."""
+    pool = []
+    for s in seeds:
+        pool.append(s)
+        head = s.split("\n\n", 1)[0].strip()
+        if head and head != s:
+            pool.append(head)
+    return pool
+
+
 def parse_tasks(text: str) -> list[str]:
     tasks = []
     for line in text.splitlines():
@@ -54,7 +71,7 @@ def run_self_instruct(cfg: SynthConfig, teacher: ChatBackend) -> SynthReport:
     report = SynthReport("self_instruct", cfg.output, rows_resumed=len(out.rows), truncated_bytes=out.truncated_bytes)
     seeds = [text for _, text in load_instructions(sc.seed_tasks)]
     generated = [r["messages"][0]["content"] for r in out.rows]
-    novelty = filters.NoveltyFilter(seeds + generated, sc.rouge_threshold)
+    novelty = filters.NoveltyFilter(novelty_pool(seeds) + generated, sc.rouge_threshold)
     phash = prompts.prompt_hash(prompts.SELF_INSTRUCT)
     step = state.data.get("step", 0)
     if out.rows:  # the state file may lag the rows by one step
@@ -66,6 +83,7 @@ def run_self_instruct(cfg: SynthConfig, teacher: ChatBackend) -> SynthReport:
                 report.finished = False
                 report.note = f"max_steps={sc.max_steps} reached with {n}/{sc.num_instructions} rows; raise max_steps or relax filters"
                 break
+            t_step = time.monotonic()
             rng = random.Random(f"{cfg.seed}:{step}")  # same step -> same examples, after a restart too
             asks = []
             for _ in range(sc.prompts_per_step):
@@ -113,6 +131,8 @@ def run_self_instruct(cfg: SynthConfig, teacher: ChatBackend) -> SynthReport:
                 generated.append(task)
                 n += 1
                 report.rows_new += 1
+            print(f"self_instruct step {step}: {len(accepted)} new instructions, {n}/{sc.num_instructions} rows, "
+                  f"{time.monotonic() - t_step:.0f} s", file=sys.stderr, flush=True)  # a step of a local teacher takes minutes
             step += 1
             state.data["step"] = step
             state.save_progress(teacher)
