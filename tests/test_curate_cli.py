@@ -106,3 +106,15 @@ def test_duplicate_input_names_are_an_error(tmp_path):
     cfg.write_text("inputs: [{path: a/train.jsonl}, {path: b/train.jsonl}]\noutput: out.jsonl\n")
     with pytest.raises(ConfigError, match=r"\['train'\].*\n.*fix: give each input a unique"):
         load_curate_config(cfg)
+
+
+def test_block_reference_is_up_to_date():
+    """docs/curate.md is generated from the block configs; regenerate: python -m sftlab.curate.config > docs/curate.md"""
+    from pathlib import Path
+
+    from sftlab.curate.blocks import BLOCKS
+    from sftlab.curate.config import reference_markdown
+
+    doc = (Path(__file__).parent.parent / "docs" / "curate.md").read_text()
+    assert doc.strip() == reference_markdown().strip()
+    assert all(f"## `type: {name}`" in doc for name in BLOCKS)

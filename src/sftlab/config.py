@@ -157,15 +157,22 @@ def reference_markdown() -> str:
     sections = [("model", ModelConfig), ("lora", LoraSettings), ("data", DataConfig),
                 ("data.train[] / data.eval[]", DataSourceConfig), ("train", TrainConfig)]
     for title, model in sections:
-        lines += [f"## `{title}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
-        for name, f in model.model_fields.items():
-            typ = getattr(f.annotation, "__name__", None) if isinstance(f.annotation, type) else None
-            typ = (typ or str(f.annotation).replace("typing.", "")).replace("|", "\\|")
-            default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
-            meaning = (f.description or "").replace("|", "\\|")
-            lines.append(f"| `{name}` | {typ} | {default} | {meaning} |")
-        lines.append("")
+        lines += [f"## `{title}`", "", *fields_table(model), ""]
     return "\n".join(lines)
+
+
+def fields_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str]:
+    """A markdown table of a pydantic model's keys: type, default, description."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, f in model.model_fields.items():
+        if name in skip:
+            continue
+        typ = getattr(f.annotation, "__name__", None) if isinstance(f.annotation, type) else None
+        typ = (typ or str(f.annotation).replace("typing.", "")).replace("|", "\\|")
+        default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+        meaning = (f.description or "").replace("|", "\\|")
+        lines.append(f"| `{name}` | {typ} | {default} | {meaning} |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ not import torch; semantic blocks load MiniLM on first use.
 
 from sftlab.curate.blocks import BLOCKS, Block, BlockStats, DupPair, normalise
 from sftlab.curate.dedup import ExactDedup, MinHashDedup, SemanticDedup
+from sftlab.curate.difficulty import IFDScore
 from sftlab.curate.filters import (
     EmptyResponseFilter,
     FormattingFilter,
@@ -31,7 +32,7 @@ from sftlab.curate.select import Select, random_subset, select_diverse
 
 __all__ = [
     "BLOCKS", "Block", "BlockStats", "ComplexityScore", "CurateResult", "Curriculum", "DiversityScore", "DupPair",
-    "EmptyResponseFilter", "ExactDedup", "FormattingFilter", "GarbageFilter", "MinHashDedup", "Mix", "MixReport",
+    "EmptyResponseFilter", "ExactDedup", "FormattingFilter", "GarbageFilter", "IFDScore", "MinHashDedup", "Mix", "MixReport",
     "PromptEchoFilter", "RefusalFilter", "RepetitionFilter", "ResponseLengthFilter", "Select", "SemanticDedup",
     "TagScore", "apply_blocks", "complexity", "curriculum_order", "mix_sources", "normalise", "random_subset",
     "run_pipeline", "select_diverse", "tag_coverage", "tags_of", "temperature_weights",

@@ -29,6 +29,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sftlab.curate.difficulty import IFDScoreConfig
 from sftlab.curate.dedup import ExactDedupConfig, MinHashDedupConfig, SemanticDedupConfig
 from sftlab.curate.filters import (
     EmptyResponseConfig,
@@ -49,7 +50,7 @@ BlockSpec = Annotated[
     ExactDedupConfig | MinHashDedupConfig | SemanticDedupConfig
     | EmptyResponseConfig | PromptEchoConfig | ResponseLengthConfig | RefusalConfig | RepetitionConfig
     | FormattingConfig | GarbageConfig
-    | ComplexityScoreConfig | TagScoreConfig | DiversityScoreConfig
+    | ComplexityScoreConfig | TagScoreConfig | DiversityScoreConfig | IFDScoreConfig
     | SelectConfig | MixConfig | CurriculumConfig,
     Field(discriminator="type"),
 ]
@@ -123,3 +124,26 @@ def block_types() -> list[str]:
     from sftlab.curate.blocks import BLOCKS
 
     return list(BLOCKS)
+
+
+def reference_markdown() -> str:
+    """docs/curate.md: every block type with its keys (generated; tests/test_curate_cli.py checks it)."""
+    import inspect
+
+    from sftlab.config import fields_table
+    from sftlab.curate.blocks import BLOCKS
+
+    lines = ["# Curation blocks", "",
+             "Generated from the block configs by `python -m sftlab.curate.config`; unknown keys are errors.",
+             "A pipeline is `inputs:`, `blocks:` (run in order) and `output:`; see `src/sftlab/curate/config.py`.", ""]
+    for name, cls in BLOCKS.items():
+        doc = inspect.getdoc(cls) if cls.__doc__ else inspect.getdoc(inspect.getmodule(cls)) or ""
+        first = doc.split("\n\n", 1)[0].replace("\n", " ")
+        lines += [f"## `type: {name}`", "", f"`{cls.__module__}.{cls.__name__}`" + (f": {first}" if cls.__doc__ else ""), ""]
+        if len(cls.Config.model_fields) > 1:
+            lines += [*fields_table(cls.Config, skip=("type",)), ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown())
