@@ -196,6 +196,12 @@ in `stats.dropped_empty_system`; the summary says `dropped 1 empty system messag
 assistant content is an error (case 6); an empty tool result is kept.
 Conversations that end on a user turn or have no assistant turn are accepted with
 `require_response=False` (for evaluation prompts).
+
+Not an error either: **message keys other than role and content** (`name`, `weight`, `tool_calls`,
+a ShareGPT `markdown` field...) are not kept, and nothing is dropped silently: `stats.ignored_message_keys`
+counts each key with the first rows that had it, `stats.summary()` prints
+`ignored message keys (a message keeps only its role and content): ...`, and `sftlab data inspect`
+shows them (`tests/test_data_message_keys.py`).
 """
 
 
