@@ -2,7 +2,9 @@
 
     python benchmarks/bench_train.py --model tiny                # tiny Llama, full FT (~1 min)
     python benchmarks/bench_train.py --model smollm2 --steps 3   # SmolLM2-135M LoRA r=16 (slow on CPU)
-    python benchmarks/bench_train.py --prep-rows 2000            # data preparation only
+    python benchmarks/bench_train.py --prep-only --prep-rows 2000   # data preparation only (cold: no token cache)
+    python benchmarks/bench_train.py --techniques                # sftlab alone, one train.* option at a time
+    python benchmarks/bench_train.py --allocators                # sftlab alone: glibc malloc vs GLIBC_TUNABLES vs jemalloc
 
 Every run is its own subprocess (peak RSS is that process's ru_maxrss); runs alternate
 sftlab, TRL default, TRL best, sftlab, ... so a noisy shared CPU hits all of them alike, and the
@@ -20,6 +22,23 @@ TRL variants:
                max_length = sftlab's token budget, gradient_checkpointing=False.
 Loss equality: after training, both models are scored on the same held-out conversations with
 the same function (sftlab.loss.summed_loss): `eval_loss` must match to within noise.
+
+Model FLOP/s and the fraction of the machine's peak (MFU), printed for every run:
+  peak        fp32 torch.matmul of two 2048x2048 matrices, best of 5 timings, same thread count as
+              the runs, measured at the start of EVERY round (a shared machine's load drifts; each
+              run is divided by its own round's peak).
+  FLOPs/token c * N + 6 * N_lora + 12 * L * d * ctx, over every real (non-padding) token processed:
+              N      = weights used in matmuls: all parameters except the input embedding, plus the
+                       lm_head when it is tied to the embedding (it still runs);
+              c = 6  full fine-tuning: forward 2N, backward 4N (activation grads 2N + weight grads 2N);
+              c = 4  LoRA: frozen weights need no weight gradient, so forward 2N + activation grads 2N;
+              6 * N_lora  the adapters themselves (forward, activation and weight gradients);
+              12 * L * d * ctx  attention scores QK^T and A.V (2 * 2 * d per key per layer forward,
+                       x3 with the backward); ctx = mean number of keys a token attends to = mean
+                       position within its own example (packing restarts attention per example).
+  This is the conventional "model FLOPs" count (as PaLM's MFU): work that a technique adds
+  (gradient checkpointing's recompute) or saves (sftlab runs the lm_head only at trained
+  positions, ~70% of tokens here) does not change it, so MFU compares useful work per second.
 """
 
 from __future__ import annotations
@@ -94,17 +113,18 @@ def make_model(kind: str, tok, seed: int):
     return add_lora(load_model("smollm2-135m-instruct"), r=16, alpha=32, dropout=0.0, target_modules="all-linear")
 
 
-def flops_per_token(model, kind: str, mean_pos: float) -> float:
-    """Conventional model FLOPs per real token: 6N (full) or 4N (LoRA: forward 2N + activation
-    grads 2N, no weight grads for frozen weights), N = non-embedding weights incl. lm_head, plus
-    attention 3 x 4 * layers * hidden * mean position (QK^T and AV, forward + 2x backward)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+def flops_per_token(model, mean_pos: float) -> float:
+    """Conventional model FLOPs per real token (formula in the module docstring):
+    c * N + 6 * N_lora + 12 * layers * hidden * mean_pos, c = 6 full fine-tuning, 4 LoRA."""
+    lora = hasattr(model, "get_base_model")
+    base = model.get_base_model() if lora else model
     emb = base.get_input_embeddings().weight
     n = sum(p.numel() for name, p in base.named_parameters() if "lora_" not in name and p is not emb)
+    n_lora = sum(p.numel() for name, p in base.named_parameters() if "lora_" in name)
     if base.config.tie_word_embeddings:
         n += emb.numel()  # the tied lm_head matmul still runs
-    c = 6 if kind == "tiny" else 4
-    return c * n + 3 * 4 * base.config.num_hidden_layers * base.config.hidden_size * mean_pos
+    c = 4 if lora else 6
+    return c * n + 6 * n_lora + 3 * 4 * base.config.num_hidden_layers * base.config.hidden_size * mean_pos
 
 
 def eval_loss(model, tok, eval_rows: list[dict]) -> float:
@@ -143,11 +163,13 @@ def worker_sftlab(a) -> dict:
     cfg = load_config({
         "model": {"name": "unused-model-passed-in", "template": "auto"},
         "lora": {"enabled": False},  # LoRA already applied by make_model (same init as TRL's run)
-        "data": {"train": [{"path": str(tmp / "data.jsonl")}], "max_len": a.max_len, "length_policy": "truncate", "packing": True},
+        "data": {"train": [{"path": str(tmp / "data.jsonl")}], "max_len": a.max_len, "length_policy": "truncate", "packing": True,
+                 "cache": False},  # the benchmark's data never lands in the user's token cache
         "train": {"output_dir": str(tmp / "run"), "lr": a.lr, "schedule": "constant", "warmup_ratio": 0.0,
-                  "max_steps": a.warmup + a.steps, "tokens_per_batch": a.budget, "grad_accum": 1, "seed": a.seed},
+                  "max_steps": a.warmup + a.steps, "tokens_per_batch": a.budget, "grad_accum": 1, "seed": a.seed,
+                  **json.loads(a.train_extra or "{}")},
     })
-    train(cfg, model=model, tokenizer=tok)
+    result = train(cfg, model=model, tokenizer=tok)
     lines = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
     timed = lines[a.warmup :]
     # metrics hold trained tokens per step; real tokens per step are recomputed from the same stream
@@ -164,8 +186,9 @@ def worker_sftlab(a) -> dict:
         "trained_tokens": sum(x["trained_tokens"] for x in timed), "real_tokens": sum(real), "seconds": seconds,
         "loss_last": timed[-1]["loss"], "loss_mean": statistics.mean(x["loss"] for x in timed),
         "eval_loss": eval_loss(model, tok, synthetic_conversations(a.eval_rows, a.seed + 1)),
-        "flops_per_token": flops_per_token(model, a.model, mean_pos),
+        "flops_per_token": flops_per_token(model, mean_pos),
         "examples_per_row": len(ex) / len(data.train),
+        "warnings": result.warnings, "nonfinite_skipped": result.nonfinite_skipped_steps,
     }
 
 
@@ -227,7 +250,8 @@ def worker_prep_sftlab(a) -> dict:
     (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synthetic_conversations(a.prep_rows, a.seed)))
     tok = make_tokenizer("smollm2")
     t0 = time.perf_counter()
-    data = prepare(Renderer(tok), DataConfig(train=[{"path": str(tmp / "data.jsonl")}], max_len=a.max_len, length_policy="truncate"),
+    data = prepare(Renderer(tok), DataConfig(train=[{"path": str(tmp / "data.jsonl")}], max_len=a.max_len, length_policy="truncate",
+                                             cache=False),  # cold: no tokenised-data cache hit
                    TrainConfig(tokens_per_batch=a.budget), pad_id=tok.pad_token_id or 0)
     sec = time.perf_counter() - t0
     return {"rows": a.prep_rows, "seconds": sec, "trained": sum(r.n_trained for r in data.train.examples), "packed_rows": len(data.train)}
@@ -256,24 +280,81 @@ def worker_prep_trl(a) -> dict:
 
 
 WORKERS = {"sftlab": worker_sftlab, "trl_default": lambda a: worker_trl(a, False), "trl_best": lambda a: worker_trl(a, True),
-           "prep_sftlab": worker_prep_sftlab, "prep_trl": worker_prep_trl, "matmul_peak": None}
+           "prep_sftlab": worker_prep_sftlab, "prep_trl": worker_prep_trl, "matmul_peak": lambda a: {"flops": matmul_peak(a.threads)}}
 
 
-def matmul_peak(seconds: float = 2.0, n: int = 1024) -> float:
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 5, min_seconds: float = 0.25) -> float:
+    """The machine's fp32 matmul rate (FLOP/s): best of `repeats` timings of n x n @ n x n, each
+    timing at least `min_seconds` long, with the runs' thread count."""
     import torch
 
+    torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.matmul(a, b)
-    done, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        torch.matmul(a, b)
-        done += 1
-    return 2 * n**3 * done / (time.perf_counter() - t0)
+    out = torch.empty(n, n)
+    torch.matmul(a, b, out=out)  # warm-up: thread pool start, page faults
+    best = 0.0
+    for _ in range(repeats):
+        done, t0 = 0, time.perf_counter()
+        while True:
+            torch.matmul(a, b, out=out)
+            done += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= min_seconds:
+                break
+        best = max(best, 2 * n**3 * done / elapsed)
+    return best
+
+
+# ---- variants of sftlab alone: train.* options, threads, allocators -------------------------------------
+GLIBC_TUNED = "glibc.malloc.mmap_threshold=1000000000:glibc.malloc.trim_threshold=1000000000"
+JEMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+                  "/usr/lib64/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2", "/usr/lib/libjemalloc.so.2")
+
+
+def find_jemalloc() -> str | None:
+    """libjemalloc.so.2 if installed (Debian/Ubuntu: apt-get install libjemalloc2); sftlab never needs it."""
+    return next((p for p in JEMALLOC_PATHS if Path(p).exists()), None)
+
+
+def technique_variants(a) -> list[tuple[str, dict, int, dict]]:
+    """(name, env, threads, train overrides). Each toggles ONE thing against `baseline`."""
+    other_threads = 1 if a.threads != 1 else 2
+    every = [
+        ("baseline", {}, a.threads, {}),
+        ("checkpointing", {}, a.threads, {"gradient_checkpointing": True}),
+        ("compile", {}, a.threads, {"compile": True}),
+        ("autocast_bf16", {}, a.threads, {"autocast": "bf16"}),
+        ("chunked_loss", {}, a.threads, {"loss_chunk_tokens": a.chunk}),
+        (f"threads_{other_threads}", {}, other_threads, {}),
+    ]
+    wanted = None if a.techniques == "all" else {"baseline", *a.techniques.split(",")}
+    unknown = (wanted or set()) - {v[0] for v in every}
+    if unknown:
+        raise SystemExit(f"--techniques: unknown {sorted(unknown)}; choose from {[v[0] for v in every]}")
+    return [v for v in every if wanted is None or v[0] in wanted]
+
+
+def allocator_variants(a) -> list[tuple[str, dict, int, dict]]:
+    out = [("glibc_default", {}, a.threads, {}), ("glibc_tunables", {"GLIBC_TUNABLES": a.malloc or GLIBC_TUNED}, a.threads, {})]
+    lib = find_jemalloc()
+    if lib:
+        out.append(("jemalloc", {"LD_PRELOAD": lib}, a.threads, {}))
+    else:
+        print(f"# jemalloc: not found ({', '.join(JEMALLOC_PATHS[:1])} ...); install libjemalloc2 to include it", flush=True)
+    return out
 
 
 # ---- parent: alternate runs, aggregate, print -------------------------------------------------------
-def run_worker(name: str, a, extra_env: dict) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items() if k not in ("worker", "runs", "only", "malloc", "prep_only") and v is not None]
+PARENT_ONLY = ("worker", "runs", "only", "malloc", "prep_only", "techniques", "allocators", "chunk")
+
+
+def run_worker(name: str, a, extra_env: dict, threads: int | None = None, train_extra: dict | None = None) -> dict:
+    args = {k: v for k, v in vars(a).items() if k not in PARENT_ONLY and v is not None}
+    if threads is not None:
+        args["threads"] = threads
+    if train_extra:
+        args["train_extra"] = json.dumps(train_extra)
+    cmd = [sys.executable, __file__, "--worker", name] + [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
     env = {**os.environ, **extra_env, "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
@@ -282,11 +363,59 @@ def run_worker(name: str, a, extra_env: dict) -> dict:
     return out
 
 
+def run_line(rnd: int, name: str, r: dict, fpt: float) -> str:
+    return (f"  round {rnd + 1} {name:14s} {r['trained_tokens'] / r['seconds']:8.1f} trained tok/s "
+            f"{r['real_tokens'] / r['seconds']:8.1f} real tok/s  MFU {r['real_tokens'] * fpt / r['seconds'] / r['peak_flops']:6.1%}  "
+            f"rss {r['peak_rss_mb']:.0f} MB  loss {r['loss_mean']:.4f}  eval {r['eval_loss']:.4f}")
+
+
+def medians(results: dict[str, list[dict]], fpt: float) -> dict[str, dict]:
+    return {n: {k: statistics.median(r[k] for r in rs) for k in ("peak_rss_mb", "eval_loss", "loss_mean")}
+            | {"tps": statistics.median(r["trained_tokens"] / r["seconds"] for r in rs),
+               "rps": statistics.median(r["real_tokens"] / r["seconds"] for r in rs),
+               "flops": statistics.median(r["real_tokens"] * fpt / r["seconds"] for r in rs),
+               "mfu": statistics.median(r["real_tokens"] * fpt / r["seconds"] / r["peak_flops"] for r in rs),
+               "warnings": sorted({w for r in rs for w in r.get("warnings", [])})}
+            for n, rs in results.items() if rs}
+
+
+def compare_variants(a, variants: list[tuple[str, dict, int, dict]], title: str) -> None:
+    """sftlab alone under each variant, interleaved: every round measures the matmul peak, then runs
+    each variant once, starting one later in the list each round (no variant is always first)."""
+    base_env = {"GLIBC_TUNABLES": a.malloc} if a.malloc and title != "allocators" else {}
+    results: dict[str, list[dict]] = {v[0]: [] for v in variants}
+    for rnd in range(a.runs):
+        peak = run_worker("matmul_peak", a, base_env)["flops"]
+        print(f"round {rnd + 1}: matmul peak {peak / 1e9:.1f} GFLOP/s (fp32 2048^3, {a.threads} threads)", flush=True)
+        k = rnd % len(variants)
+        for name, env, threads, extra in variants[k:] + variants[:k]:
+            r = run_worker("sftlab", a, {**base_env, **env}, threads, extra) | {"peak_flops": peak}
+            if "LD_PRELOAD" in env and not r["jemalloc_loaded"]:
+                raise SystemExit(f"{name}: LD_PRELOAD={env['LD_PRELOAD']} but libjemalloc is not mapped in the worker")
+            results[name].append(r)
+            print(run_line(rnd, name, r, r["flops_per_token"]), flush=True)
+    ref_name = variants[0][0]
+    fpt = results[ref_name][0]["flops_per_token"]  # same model and data in every variant
+    med = medians(results, fpt)
+    ref = med[ref_name]
+    print(f"\n{title}: medians of {a.runs} round(s); ratios are variant / {ref_name} (tok/s: >1 faster; RSS: <1 smaller)")
+    print(f"{'variant':16s} {'trained tok/s':>14s} {'x':>6s} {'real tok/s':>11s} {'GFLOP/s':>8s} {'MFU':>6s} "
+          f"{'peak RSS MB':>12s} {'x':>6s} {'train loss':>11s} {'d loss':>8s} {'eval loss':>10s}")
+    for name, m in med.items():
+        print(f"{name:16s} {m['tps']:14.1f} {m['tps'] / ref['tps']:6.2f} {m['rps']:11.1f} {m['flops'] / 1e9:8.2f} {m['mfu']:6.1%} "
+              f"{m['peak_rss_mb']:12.0f} {m['peak_rss_mb'] / ref['peak_rss_mb']:6.2f} {m['loss_mean']:11.4f} "
+              f"{m['loss_mean'] - ref['loss_mean']:+8.4f} {m['eval_loss']:10.4f}")
+        for w in m["warnings"]:
+            print(f"{'':16s} ! {w}")
+    print(f"FLOPs/token {fpt / 1e6:.2f} M (model FLOPs, see the module docstring); MFU = real tok/s x FLOPs/token / that round's matmul peak")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per run (default: tiny 8, smollm2 2)")
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 1; --techniques: 3, since "
+                    "torch.compile compiles at step 1 and again with dynamic shapes at step 2)")
     ap.add_argument("--runs", type=int, default=None, help="alternating rounds (default: tiny 3, smollm2 1)")
     ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--eval-rows", type=int, default=8)
@@ -299,63 +428,72 @@ def main() -> None:
     ap.add_argument("--prep-rows", type=int, default=2000)
     ap.add_argument("--prep-only", action="store_true")
     ap.add_argument("--only", default="sftlab,trl_default,trl_best")
-    ap.add_argument("--malloc", default="", help="GLIBC_TUNABLES value applied to every worker, e.g. "
-                    "glibc.malloc.mmap_threshold=1000000000:glibc.malloc.trim_threshold=1000000000")
+    ap.add_argument("--malloc", default="", help="GLIBC_TUNABLES value applied to every worker, e.g. " + GLIBC_TUNED
+                    + " (with --allocators: the value its glibc_tunables variant uses)")
+    ap.add_argument("--techniques", nargs="?", const="all", default=None, metavar="LIST",
+                    help="sftlab alone, each train.* option against baseline: all (default) or a comma list of "
+                    "checkpointing,compile,autocast_bf16,chunked_loss,threads_1")
+    ap.add_argument("--chunk", type=int, default=256, help="train.loss_chunk_tokens of the chunked_loss technique")
+    ap.add_argument("--allocators", action="store_true", help="sftlab alone under glibc malloc, GLIBC_TUNABLES and "
+                    "jemalloc (LD_PRELOAD, when libjemalloc.so.2 is installed)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--train-extra", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     tiny = a.model == "tiny"
     a.steps = a.steps or (8 if tiny else 2)
+    a.warmup = a.warmup if a.warmup is not None else (3 if a.techniques else 1)
     a.runs = a.runs or (3 if tiny else 1)
     a.budget = a.budget or 1024
     a.lr = a.lr or (1e-3 if tiny else 2e-4)
     a.rows = a.rows or max(64, 8 * (a.warmup + a.steps) * 2)  # enough rows that no run wraps an epoch
     if a.worker:
-        if a.worker == "matmul_peak":
-            res = {"flops": matmul_peak()}
-        else:
-            res = WORKERS[a.worker](a)
+        res = WORKERS[a.worker](a)
         res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        maps = Path("/proc/self/maps")  # Linux: proves an LD_PRELOAD-ed allocator is really in the process
+        res["jemalloc_loaded"] = maps.exists() and "libjemalloc" in maps.read_text()
         print(json.dumps(res))
         return
     env = {"GLIBC_TUNABLES": a.malloc} if a.malloc else {}
     print(f"# bench_train: model={a.model} steps={a.steps} (+{a.warmup} warm-up) runs={a.runs} budget={a.budget} "
           f"max_len={a.max_len} threads={a.threads} GLIBC_TUNABLES={a.malloc or '(unset)'}", flush=True)
+    if a.techniques:
+        compare_variants(a, technique_variants(a), "techniques")
+        return
+    if a.allocators:
+        compare_variants(a, allocator_variants(a), "allocators")
+        return
 
-    # data preparation: rows/s, alternating
+    # data preparation: rows/s, alternating; cold (sftlab's token cache off, TRL's datasets cache in a fresh folder)
     prep = {"prep_sftlab": [], "prep_trl": []}
     for _ in range(2 if a.prep_only or tiny else 1):
         for name in prep:
             prep[name].append(run_worker(name, a, env))
     ps, pt = (min(r["seconds"] for r in prep[k]) for k in prep)
-    print(f"data prep ({a.prep_rows} rows, load+render+mask+pack, best of {len(prep['prep_sftlab'])}): "
+    print(f"data prep ({a.prep_rows} rows, load+render+mask+pack, cold: data.cache=false, best of {len(prep['prep_sftlab'])}): "
           f"sftlab {a.prep_rows / ps:.0f} rows/s, TRL {a.prep_rows / pt:.0f} rows/s -> ratio {pt / ps:.2f}x "
           f"(trained tokens: sftlab {prep['prep_sftlab'][0]['trained']}, TRL {prep['prep_trl'][0]['trained']}; "
           f"packed rows {prep['prep_sftlab'][0]['packed_rows']} vs {prep['prep_trl'][0]['packed_rows']})", flush=True)
     if a.prep_only:
         return
 
-    peak = run_worker("matmul_peak", a, env)["flops"]
-    print(f"matmul peak (fp32 1024^3 loop, {a.threads} threads): {peak / 1e9:.1f} GFLOP/s", flush=True)
     names = a.only.split(",")
     results: dict[str, list[dict]] = {n: [] for n in names}
+    fpt = float("nan")
     for rnd in range(a.runs):
+        peak = run_worker("matmul_peak", a, env)["flops"]
+        print(f"round {rnd + 1}: matmul peak {peak / 1e9:.1f} GFLOP/s (fp32 2048^3, {a.threads} threads)", flush=True)
         for name in names:
             if name.startswith("trl") and a.batch is None:
                 a.batch = max(1, round(results["sftlab"][0]["examples_per_row"])) if results.get("sftlab") else 4
-            r = run_worker(name, a, env)
+            r = run_worker(name, a, env) | {"peak_flops": peak}
             results[name].append(r)
-            print(f"  round {rnd + 1} {name:12s} {r['trained_tokens'] / r['seconds']:8.1f} trained tok/s "
-                  f"{r['real_tokens'] / r['seconds']:8.1f} real tok/s  rss {r['peak_rss_mb']:.0f} MB  "
-                  f"loss {r['loss_mean']:.4f}  eval {r['eval_loss']:.4f}", flush=True)
-    fpt = results["sftlab"][0]["flops_per_token"] if "sftlab" in results else float("nan")  # same model + data for all
-    med = {n: {k: statistics.median(r[k] for r in rs) for k in ("peak_rss_mb", "eval_loss", "loss_mean")}
-           | {"tps": statistics.median(r["trained_tokens"] / r["seconds"] for r in rs),
-              "rps": statistics.median(r["real_tokens"] / r["seconds"] for r in rs),
-              "mfu": statistics.median(r["real_tokens"] * fpt / r["seconds"] for r in rs) / peak}
-           for n, rs in results.items()}
-    print(f"\n{'run':12s} {'trained tok/s':>14s} {'real tok/s':>11s} {'MFU':>6s} {'peak RSS MB':>12s} {'train loss':>11s} {'eval loss':>10s}")
+            fpt = r.get("flops_per_token", fpt)  # sftlab's worker counts it; same model + data for all
+            print(run_line(rnd, name, r, fpt), flush=True)
+    med = medians(results, fpt)
+    print(f"\n{'run':12s} {'trained tok/s':>14s} {'real tok/s':>11s} {'GFLOP/s':>8s} {'MFU':>6s} {'peak RSS MB':>12s} {'train loss':>11s} {'eval loss':>10s}")
     for n, m in med.items():
-        print(f"{n:12s} {m['tps']:14.1f} {m['rps']:11.1f} {m['mfu']:6.1%} {m['peak_rss_mb']:12.0f} {m['loss_mean']:11.4f} {m['eval_loss']:10.4f}")
+        print(f"{n:12s} {m['tps']:14.1f} {m['rps']:11.1f} {m['flops'] / 1e9:8.2f} {m['mfu']:6.1%} {m['peak_rss_mb']:12.0f} {m['loss_mean']:11.4f} {m['eval_loss']:10.4f}")
+    print(f"FLOPs/token {fpt / 1e6:.2f} M (model FLOPs, see the module docstring); MFU = real tok/s x FLOPs/token / that round's matmul peak")
     if "sftlab" in med:
         for n in names:
             if n != "sftlab":
