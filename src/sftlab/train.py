@@ -211,7 +211,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
                 model.train()
             if is_main:
                 append_jsonl(metrics_path, record)
-            bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{trained_tokens / elapsed:.0f}", refresh=False)
+            bar.set_postfix(loss=f"{step_loss:.4f}", trained_tok_s=f"{trained_tokens / elapsed:.0f}", refresh=False)
             bar.update(1)
             done = step + 1
             if (cfg.train.save_every and done % cfg.train.save_every == 0) or stop_requested:
