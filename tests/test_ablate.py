@@ -146,3 +146,51 @@ def test_shipped_ablation_config_is_valid():
     assert cfg.size_from == "curated" and cfg.baseline == "random"
     assert (base / cfg.variants[0].curate).is_file()
     assert round(sum(cfg.pool.noise.values()), 2) == 0.40
+
+
+def test_seed_replicate_changes_training_seed_and_random_draws_only():
+    from sftlab.ablate import with_seed
+
+    cfg, _ = load_ablation_config("ablation-curated-vs-random")
+    rep = with_seed(cfg, 7)
+    assert rep.overrides[-1] == "train.seed=7"
+    assert [v.seed for v in rep.variants if v.random_subset] == [7]
+    assert [v for v in rep.variants if not v.random_subset] == [v for v in cfg.variants if not v.random_subset]
+    assert rep.pool == cfg.pool
+
+
+def test_pooled_over_seeds_averages_paired_differences_per_prompt(tmp_path):
+    """Two fake replicate folders with known pass/loss vectors: the pooled difference equals the
+    mean over prompts of the per-seed differences, computed here by hand."""
+    import json
+
+    import numpy as np
+
+    from sftlab.ablate import pooled_over_seeds
+
+    rng = np.random.default_rng(0)
+    splits = ["seen"] * 30 + ["held-out"] * 20
+    nt = rng.integers(5, 20, 12).tolist()
+    by_seed = []
+    for s in range(2):
+        runs = {}
+        for v in ("curated", "random"):
+            passed = (rng.random(50) < (0.6 if v == "curated" else 0.4)).tolist()
+            loss = (rng.random(12) * 10).tolist()
+            runs[v] = (passed, loss)
+            d = tmp_path / f"seed{s}" / "variants" / v
+            d.mkdir(parents=True)
+            d.joinpath("eval.json").write_text(json.dumps({
+                "tasks": {"ids": [f"p{i}" for i in range(50)], "splits": splits, "passed": passed},
+                "response_loss": {"ids": [f"c{i}" for i in range(12)], "loss_sums": loss, "n_tokens": nt}}))
+        by_seed.append(runs)
+    got = pooled_over_seeds([tmp_path / "seed0", tmp_path / "seed1"], "random")["curated"]
+    diff = np.mean([np.subtract(r["curated"][0], r["random"][0], dtype=float) for r in by_seed], axis=0)
+    assert got["all_acc_diff"].value == pytest.approx(diff.mean())
+    assert got["held-out_acc_diff"].value == pytest.approx(diff[30:].mean())
+    assert got["seen_acc_diff"].low < got["seen_acc_diff"].value < got["seen_acc_diff"].high
+    ldiff = np.mean([np.subtract(r["curated"][1], r["random"][1]) for r in by_seed], axis=0)
+    assert got["response_loss_diff"].value == pytest.approx(ldiff.sum() / sum(nt))
+    (tmp_path / "seed1" / "variants" / "random" / "eval.json").unlink()
+    with pytest.raises(SftlabError, match="finished evaluations"):
+        pooled_over_seeds([tmp_path / "seed0", tmp_path / "seed1"], "random")

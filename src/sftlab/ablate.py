@@ -512,14 +512,26 @@ def write_html(path: Path, title: str, markdown: str, png: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- driver
 
+def with_seed(cfg: AblationConfig, seed: int) -> AblationConfig:
+    """The same ablation replicated with another seed: the probe's train.seed (init, data order)
+    and every random_subset variant's draw; pool and curate pipelines are unchanged."""
+    return cfg.model_copy(update={
+        "overrides": [*cfg.overrides, f"train.seed={seed}"],
+        "variants": [v.model_copy(update={"seed": seed}) if v.random_subset else v for v in cfg.variants]})
+
+
 def run_ablation(config: str | Path, out: str | Path | None = None, *, steps: int | None = None,
-                 eval_per_family: int | None = None, loss_every: int | None = None, log=print) -> AblationResult:
+                 eval_per_family: int | None = None, loss_every: int | None = None, seed: int | None = None,
+                 log=print) -> AblationResult:
     """Build every variant's data, train + evaluate each (reusing finished ones), write the report.
-    steps / eval_per_family / loss_every override the config (a smaller budget on a busy machine)."""
+    steps / eval_per_family / loss_every override the config (a smaller budget on a busy machine);
+    seed replicates it with another training seed and random draw (use another --out)."""
     from sftlab.curate.pipeline import write_json_atomic
     from sftlab.evaluate.html_report import write_report_html
 
     cfg, base = load_ablation_config(config)
+    if seed is not None:
+        cfg = with_seed(cfg, seed)
     if steps is not None:
         cfg = cfg.model_copy(update={"overrides": [*cfg.overrides, f"train.max_steps={steps}"]})
     ev = {k: v for k, v in (("max_task_examples_per_family", eval_per_family), ("response_loss_every", loss_every)) if v}
@@ -571,3 +583,48 @@ def run_ablation(config: str | Path, out: str | Path | None = None, *, steps: in
     write_html(out / "ablation.html", "sftlab ablation", markdown, png)
     write_report_html(merged, out / "eval_report.html")
     return AblationResult(out, rows, result_json, markdown, reused)
+
+
+def pooled_over_seeds(out_dirs: list[str | Path], baseline: str) -> dict[str, dict[str, Any]]:
+    """Paired differences vs `baseline`, pooled over replicate ablations (one folder per seed, the
+    same eval prompts in each): per prompt, each variant's pass minus the baseline's, averaged over
+    the seeds; 95% percentile bootstrap over prompts (prompts are shared by the seeds, so they are
+    the resampling unit). Response loss likewise, per eval conversation. {variant: {key: Estimate}}."""
+    from sftlab.evaluate.bootstrap import mean_ci, ratio_of_sums_ci
+
+    evals = [{p.parent.name: json.loads(p.read_text()) for p in sorted(Path(d, "variants").glob("*/eval.json"))} for d in out_dirs]
+    names = sorted(set.intersection(*(set(e) for e in evals)) - {baseline})
+    if not evals or any(baseline not in e for e in evals) or not names:
+        raise SftlabError(f"pooling needs finished evaluations of {baseline!r} and at least one other variant in every folder "
+                          f"of {[str(d) for d in out_dirs]}")
+    ref = evals[0][baseline]
+    for e in evals:
+        for key in ("tasks", "response_loss"):
+            if any(e[n][key]["ids"] != ref[key]["ids"] for n in [baseline, *names]):
+                raise SftlabError(f"the folders were evaluated on different {key} prompts; pool only replicates of one ablation")
+    splits = np.asarray(ref["tasks"]["splits"])
+    subsets = {"seen": splits == "seen", "held-out": splits == "held-out", "all": np.ones(len(splits), bool)}
+    nt = np.asarray(ref["response_loss"]["n_tokens"], dtype=float)
+    out: dict[str, dict[str, Any]] = {}
+    for n in names:
+        acc = np.mean([np.asarray(e[n]["tasks"]["passed"], float) - np.asarray(e[baseline]["tasks"]["passed"], float)
+                       for e in evals], axis=0)
+        loss = np.mean([np.asarray(e[n]["response_loss"]["loss_sums"], float) - np.asarray(e[baseline]["response_loss"]["loss_sums"], float)
+                        for e in evals], axis=0)
+        out[n] = {f"{k}_acc_diff": mean_ci(acc[m]) for k, m in subsets.items()} | {"response_loss_diff": ratio_of_sums_ci(loss, nt)}
+    return out
+
+
+def pooled_markdown(pooled: dict[str, dict[str, Any]], out_dirs: list[str | Path], baseline: str) -> str:
+    lines = [f"**Pooled over {len(out_dirs)} seeds** ({', '.join(str(d) for d in out_dirs)}): variant − {baseline}, "
+             "per prompt averaged over the seeds, 95% bootstrap CI over prompts; '*' = CI excludes 0", "",
+             "| variant | seen-family acc | held-out-family acc | all acc | response loss |", "|---|---|---|---|---|"]
+    for n, r in pooled.items():
+        cells = []
+        for key in ("seen_acc_diff", "held-out_acc_diff", "all_acc_diff"):
+            e = r[key]
+            cells.append(f"{100 * e.value:+.1f} pp [{100 * e.low:+.1f}, {100 * e.high:+.1f}]" + (" *" if e.excludes_zero() else ""))
+        e = r["response_loss_diff"]
+        cells.append(f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]" + (" *" if e.excludes_zero() else ""))
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

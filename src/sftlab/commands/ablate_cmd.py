@@ -11,14 +11,24 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps per variant (default: the run config's max_steps)")
     p.add_argument("--eval-per-family", type=int, default=None, help="task prompts per family (default: the config's)")
     p.add_argument("--loss-every", type=int, default=None, help="response loss on every k-th eval conversation (default: the config's)")
+    p.add_argument("--seed", type=int, default=None, help="replicate with this train.seed and random-subset seed "
+                   "(pool and curation unchanged); give it its own --out")
+    p.add_argument("--pooled", nargs="+", default=None, metavar="DIR",
+                   help="do not train: pool the finished replicate folders DIR... (e.g. from --seed runs) and print the "
+                        "paired differences vs the config's baseline, averaged over seeds, with 95%% CIs")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from sftlab.ablate import run_ablation
+    from sftlab.ablate import load_ablation_config, pooled_markdown, pooled_over_seeds, run_ablation
+
+    if args.pooled:
+        baseline = load_ablation_config(args.config)[0].baseline
+        print(pooled_markdown(pooled_over_seeds(args.pooled, baseline), args.pooled, baseline))
+        return 0
 
     result = run_ablation(args.config, out=args.out, steps=args.steps, eval_per_family=args.eval_per_family,
-                          loss_every=args.loss_every)
+                          loss_every=args.loss_every, seed=args.seed)
     print("\n" + result.markdown)
     if result.reused:
         print(f"reused finished variants: {', '.join(result.reused)}")
