@@ -56,28 +56,15 @@ def test_sigterm_exits_3_with_a_checkpoint_and_resume_matches_unbroken(tmp_path)
     _assert_same_run(Path(reference["train"]["output_dir"]), run)
 
 
-def _hook_on_training_forward(model, n: int, action):
-    """Run `action(output)` on the n-th training-mode forward (eval forwards are not counted)."""
-    calls = [0]
-
-    def hook(module, args, output):
-        if not module.training:
-            return None
-        calls[0] += 1
-        return action(output, calls[0])
-
-    return model.register_forward_hook(hook)
-
-
 def test_sigint_mid_step_finishes_the_step_saves_and_resumes_exactly(tmp_path):
-    from tiny import make_model, make_tokenizer
+    from tiny import hook_training_forwards, make_model, make_tokenizer
 
     reference = run_config(tmp_path, out="unbroken", max_steps=8, save_every=0)
     train(load_config(reference))
     cfg = run_config(tmp_path, out="stopped", max_steps=8, save_every=0)
     model = make_model()
     model.load_state_dict(make_model().state_dict())
-    handle = _hook_on_training_forward(model, 3, lambda out, k: os.kill(os.getpid(), signal.SIGINT) if k == 3 else None)
+    handle = hook_training_forwards(model, lambda out, k: os.kill(os.getpid(), signal.SIGINT) if k == 3 else None)
     result = train(load_config(cfg), model=model, tokenizer=make_tokenizer())
     handle.remove()
     run = Path(cfg["train"]["output_dir"])
@@ -90,7 +77,7 @@ def test_sigint_mid_step_finishes_the_step_saves_and_resumes_exactly(tmp_path):
 
 def test_second_sigint_stops_at_once_without_saving(tmp_path):
     """Ctrl-C twice must not be ignored (a long step or eval would otherwise be unstoppable)."""
-    from tiny import make_model, make_tokenizer
+    from tiny import hook_training_forwards, make_model, make_tokenizer
 
     def twice(out, k):
         if k == 2:
@@ -100,7 +87,7 @@ def test_second_sigint_stops_at_once_without_saving(tmp_path):
         return None
 
     model = make_model()
-    _hook_on_training_forward(model, 2, twice)
+    hook_training_forwards(model, twice)
     with pytest.raises(KeyboardInterrupt, match="second SIGINT"):
         train(load_config(run_config(tmp_path, max_steps=6, save_every=0)), model=model, tokenizer=make_tokenizer())
     assert _ckpt_steps(tmp_path / "run") == [] and not (tmp_path / "run" / "final").exists()
@@ -108,7 +95,7 @@ def test_second_sigint_stops_at_once_without_saving(tmp_path):
 
 
 def test_nonfinite_loss_step_is_skipped_and_reported(tmp_path, capsys):
-    from tiny import make_model, make_tokenizer
+    from tiny import hook_training_forwards, make_model, make_tokenizer
 
     def poison(out, k):
         if k == 3:  # the 3rd step's logits become inf -> loss nan
@@ -124,7 +111,7 @@ def test_nonfinite_loss_step_is_skipped_and_reported(tmp_path, capsys):
             snapshots["at3"] = {n: p.detach().clone() for n, p in model.named_parameters()}
         return poison(out, k)
 
-    _hook_on_training_forward(model, 3, after_step_two)
+    hook_training_forwards(model, after_step_two)
     result = train(load_config(run_config(tmp_path, max_steps=6, save_every=0)), model=model, tokenizer=make_tokenizer())
     out = capsys.readouterr().out
     assert "step 3: non-finite loss (nan); step skipped (1 in a row)" in out
@@ -136,7 +123,7 @@ def test_nonfinite_loss_step_is_skipped_and_reported(tmp_path, capsys):
 
 
 def test_nonfinite_losses_in_a_row_stop_the_run(tmp_path, capsys):
-    from tiny import make_model, make_tokenizer
+    from tiny import hook_training_forwards, make_model, make_tokenizer
 
     def poison_from_2(out, k):
         if k >= 2:
@@ -144,7 +131,7 @@ def test_nonfinite_losses_in_a_row_stop_the_run(tmp_path, capsys):
         return out
 
     model = make_model()
-    _hook_on_training_forward(model, 2, poison_from_2)
+    hook_training_forwards(model, poison_from_2)
     cfg = load_config(run_config(tmp_path, max_steps=10, save_every=0, max_nonfinite_steps=3))
     result = train(cfg, model=model, tokenizer=make_tokenizer())
     out = capsys.readouterr().out

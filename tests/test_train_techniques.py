@@ -27,7 +27,7 @@ from sftlab.train import accumulate_gradients, enable_gradient_checkpointing, tr
 from test_loss import reference_loss
 from test_pack import random_rendered
 from test_reliability_common import losses, run_config
-from tiny import make_model, make_tokenizer
+from tiny import hook_training_forwards, make_model, make_tokenizer
 
 
 def _grads(model) -> dict[str, torch.Tensor]:
@@ -222,18 +222,6 @@ def test_an_error_of_the_eager_model_is_not_swallowed(tmp_path):
 
 
 # ---- non-finite steps are counted -------------------------------------------------------------------
-def _training_forward_hook(model, action):
-    calls = [0]
-
-    def hook(module, args, output):
-        if not module.training:
-            return None
-        calls[0] += 1
-        return action(output, calls[0])
-
-    return model.register_forward_hook(hook)
-
-
 def _poison_third(out, k):
     if k == 3:  # the 3rd training forward (= step 3, one micro-batch per step) gives a nan loss
         out.logits = out.logits * float("nan")
@@ -246,7 +234,7 @@ def _metrics(run: Path) -> list[dict]:
 
 def test_skipped_nonfinite_steps_are_counted_in_metrics_and_run_json(tmp_path):
     model = make_model()
-    _training_forward_hook(model, _poison_third)
+    hook_training_forwards(model, _poison_third)
     result = train(load_config(run_config(tmp_path, max_steps=6, save_every=0)), model=model, tokenizer=make_tokenizer())
     lines = _metrics(tmp_path / "run")
     assert [x["step"] for x in lines] == [1, 2, 4, 5, 6]
@@ -265,7 +253,7 @@ def test_skipped_count_survives_a_resume(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)  # finishes step 4, checkpoints, stops
         return _poison_third(out, k)
 
-    _training_forward_hook(model, poison_then_stop)
+    hook_training_forwards(model, poison_then_stop)
     first = train(load_config(cfg), model=model, tokenizer=make_tokenizer())
     assert first.stopped_early.startswith("stopped by SIGINT after step 4") and first.nonfinite_skipped_steps == 1
     second = train(load_config(cfg), resume=True)

@@ -69,3 +69,17 @@ def make_model(vocab_size: int = 400, seed: int = 0, attn: str = "sdpa", layers:
     model = LlamaForCausalLM(cfg)
     model.eval()
     return model
+
+
+def hook_training_forwards(model, action):
+    """Call `action(output, k)` on the k-th training-mode forward of `model` (eval forwards are not
+    counted); a non-None return replaces the output. Returns the hook handle."""
+    calls = [0]
+
+    def hook(module, args, output):
+        if not module.training:
+            return None
+        calls[0] += 1
+        return action(output, calls[0])
+
+    return model.register_forward_hook(hook)
