@@ -335,6 +335,12 @@ def _est(e) -> dict:
     return e.to_json()
 
 
+def split_masks(splits: list[str]) -> dict[str, np.ndarray]:
+    """The prompt subsets every ablation table reports: seen families, held-out families, all."""
+    sp = np.asarray(splits)
+    return {"seen": sp == "seen", "held-out": sp == "held-out", "all": np.ones(len(sp), bool)}
+
+
 def compare(variants: list[VariantData], evals: dict[str, dict], baseline: str) -> tuple[list[dict], Any]:
     """Rows per variant: seen / held-out / all accuracy and response loss with 95% CIs, and paired
     differences vs `baseline`. Also returns the merged EvalReport (for the per-family HTML)."""
@@ -349,8 +355,7 @@ def compare(variants: list[VariantData], evals: dict[str, dict], baseline: str) 
             if evals[n][key]["ids"] != ref[key]["ids"]:
                 raise SftlabError(f"variant {n!r} was evaluated on other {key} prompts than {baseline!r}; "
                                   "fix: delete its eval.json and rerun so every variant sees the same prompts")
-    splits = np.asarray(ref["tasks"]["splits"])
-    subsets = {"seen": splits == "seen", "held-out": splits == "held-out", "all": np.ones(len(splits), bool)}
+    subsets = split_masks(ref["tasks"]["splits"])
     nt = np.asarray(ref["response_loss"]["n_tokens"], dtype=float)
     rows = []
     for n in names:
@@ -602,8 +607,7 @@ def pooled_over_seeds(out_dirs: list[str | Path], baseline: str) -> dict[str, di
         for key in ("tasks", "response_loss"):
             if any(e[n][key]["ids"] != ref[key]["ids"] for n in [baseline, *names]):
                 raise SftlabError(f"the folders were evaluated on different {key} prompts; pool only replicates of one ablation")
-    splits = np.asarray(ref["tasks"]["splits"])
-    subsets = {"seen": splits == "seen", "held-out": splits == "held-out", "all": np.ones(len(splits), bool)}
+    subsets = split_masks(ref["tasks"]["splits"])
     nt = np.asarray(ref["response_loss"]["n_tokens"], dtype=float)
     out: dict[str, dict[str, Any]] = {}
     for n in names:

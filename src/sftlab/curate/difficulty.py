@@ -74,9 +74,9 @@ class IFDScore(Block):
             from sftlab.templates import apply_template
 
             self.tokenizer = load_tokenizer(self.cfg.model)
-            added = apply_template(self.tokenizer, self.cfg.template)
-            if added:  # apply_template without add_missing_tokens raises instead; kept for clarity
-                raise SftlabError(f"template {self.cfg.template} needs new tokens {added}; score with the model's own template")
+            # without add_missing_tokens a template needing new tokens is a TemplateError (an untrained
+            # new embedding would make every score meaningless)
+            apply_template(self.tokenizer, self.cfg.template)
             self.model = load_model(self.cfg.model)
         self.model.eval()
         from sftlab.render import Renderer
