@@ -326,6 +326,9 @@ def technique_variants(a) -> list[tuple[str, dict, int, dict]]:
         ("autocast_bf16", {}, a.threads, {"autocast": "bf16"}),
         ("chunked_loss", {}, a.threads, {"loss_chunk_tokens": a.chunk}),
         (f"threads_{other_threads}", {}, other_threads, {}),
+        # the two default-on speed paths, switched OFF (baseline has them on)
+        ("peft_lora", {}, a.threads, {"fused_lora": False}),
+        ("masked_attention", {}, a.threads, {"packed_attention": False}),
     ]
     wanted = None if a.techniques == "all" else {"baseline", *a.techniques.split(",")}
     unknown = (wanted or set()) - {v[0] for v in every}

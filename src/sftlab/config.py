@@ -77,6 +77,11 @@ class TrainConfig(Strict):
     compile: bool = Field(False, description="torch.compile the model for training; if compiling fails the run warns and continues uncompiled")
     autocast: Literal["off", "bf16"] = Field("off", description="run the training forward under bf16 autocast (CPU or GPU); weights and optimizer stay in model.dtype")
     loss_chunk_tokens: int | None = Field(None, ge=1, description="lm_head + cross-entropy over this many trained positions at a time, so the [positions, vocab] logits never exist at once (memory); null = all at once")
+    fused_lora: bool = Field(True, description="LoRA layers add their update with one addmm instead of peft's matmul + multiply + add (same math, faster; see fused_lora.py)")
+    packed_attention: bool = Field(True, description="with sdpa, attend within each packed example instead of one masked attention over the whole row (same math, faster; see packed_attention.py)")
+
+
+SPEED_ONLY_TRAIN_KEYS = ("fused_lora", "packed_attention")
 
 
 class RunConfig(Strict):
@@ -91,6 +96,10 @@ class RunConfig(Strict):
         payload["train"].pop("output_dir", None)
         payload["train"].pop("save_every", None)
         payload["train"].pop("keep_checkpoints", None)
+        # speed-only switches: the same math up to float rounding (tested), so flipping one never blocks
+        # a resume, and runs made before they existed keep their fingerprint
+        for key in SPEED_ONLY_TRAIN_KEYS:
+            payload["train"].pop(key, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -8,7 +8,8 @@ gradients over processes. tests/test_train.py checks batch 8 x 1 step == batch 1
 
 Speed/memory options (train.*; each measured by `benchmarks/bench_train.py --techniques`):
 gradient_checkpointing, compile (falls back to eager with a warning if compiling fails),
-autocast (bf16 forward), loss_chunk_tokens (lm_head + CE in chunks, see loss.py).
+autocast (bf16 forward), loss_chunk_tokens (lm_head + CE in chunks, see loss.py); on by default:
+fused_lora (fused_lora.py), packed_attention (packed_attention.py).
 tests/test_train_techniques.py checks each gives the gradients / loss of the plain loop.
 """
 
@@ -32,9 +33,11 @@ from transformers import get_scheduler
 from sftlab.checkpoint import list_checkpoints, load_checkpoint, remove_stale_temp_folders, save_checkpoint
 from sftlab.config import RunConfig
 from sftlab.errors import SftlabError
+from sftlab.fused_lora import fuse_lora_layers
 from sftlab.loss import summed_loss
 from sftlab.model import add_lora, count_parameters, load_model, load_tokenizer, save_model
 from sftlab.pack import Batch, PackedDataset
+from sftlab.packed_attention import packed_attention
 from sftlab.prepare import Prepared, prepare
 from sftlab.render import Renderer
 from sftlab.templates import apply_template
@@ -86,6 +89,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
         model.resize_token_embeddings(len(tokenizer))
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+    if cfg.train.fused_lora:  # any peft LoRA layers, also those of a model passed in
+        fuse_lora_layers(model)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     trainable, total = count_parameters(model)
@@ -155,7 +160,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     try:
         for step in range(start_step, total_steps):
             batches = step_batches(data.train, step, micro_per_step, accelerator.process_index, world)
-            options = {"chunk_tokens": cfg.train.loss_chunk_tokens, "autocast": cfg.train.autocast}
+            options = {"chunk_tokens": cfg.train.loss_chunk_tokens, "autocast": cfg.train.autocast,
+                       "per_example_attention": cfg.train.packed_attention}
             try:
                 step_loss, n_step, step_real = accumulate_gradients(model, batches, accelerator, **options)
             except Exception as e:  # noqa: BLE001 - only a compiled model is retried; eager errors propagate
@@ -206,7 +212,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
                 "nonfinite_skipped": nonfinite_skipped,  # steps skipped so far in the run (a skipped step has no line)
             }
             if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0 and data.eval is not None:
-                eval_loss = evaluate_loss(eager_model, data.eval, accelerator, chunk_tokens=cfg.train.loss_chunk_tokens)
+                eval_loss = evaluate_loss(eager_model, data.eval, accelerator, chunk_tokens=cfg.train.loss_chunk_tokens,
+                                          per_example_attention=cfg.train.packed_attention)
                 record["eval_loss"] = round(eval_loss, 6)
                 model.train()
             if is_main:
@@ -229,7 +236,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     final_dir = out / "final"
     if not stopped_early:
         if data.eval is not None:
-            eval_loss = evaluate_loss(eager_model, data.eval, accelerator, chunk_tokens=cfg.train.loss_chunk_tokens)
+            eval_loss = evaluate_loss(eager_model, data.eval, accelerator, chunk_tokens=cfg.train.loss_chunk_tokens,
+                                          per_example_attention=cfg.train.packed_attention)
         if is_main:
             save_checkpoint(out, steps_done, accelerator.unwrap_model(model), optimizer, scheduler, meta, cfg.train.keep_checkpoints)
             save_model(accelerator.unwrap_model(model), tokenizer, final_dir)
@@ -246,25 +254,27 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
 
 # ---- helpers (each small, each used above) ---------------------------------------------------------
 def accumulate_gradients(model, batches: list[Batch], accelerator: Accelerator, *, chunk_tokens: int | None = None,
-                         autocast: str = "off") -> tuple[float, int, int]:
+                         autocast: str = "off", per_example_attention: bool = True) -> tuple[float, int, int]:
     """Backpropagate one optimizer step's micro-batches; returns (loss, trained tokens, real tokens).
 
     Gradients equal those of  sum(token CE over the whole step, all processes) / trained tokens
     of the whole step: the count is all-reduced BEFORE any backward, each micro-batch scales its
     summed loss by world / n_step, and DDP's gradient average divides the world back out.
     `autocast="bf16"` runs the forward (not the backward call) under bf16 autocast.
+    `per_example_attention`: packed rows attend per example (packed_attention.py), backward included.
     """
     world = accelerator.num_processes
     n_local = sum(b.n_trained for b in batches)
     n_step = int(accelerator.reduce(torch.tensor(n_local), reduction="sum"))
     loss_sum = torch.zeros(())
-    for i, batch in enumerate(batches):
-        last = i == len(batches) - 1
-        with _nullcontext() if last else accelerator.no_sync(model):  # sync grads once per step
-            with forward_autocast(autocast, accelerator.device):
-                loss, _ = summed_loss(model, batch, chunk_tokens)
-            accelerator.backward(loss * world / max(1, n_step))
-        loss_sum += loss.detach().float()
+    with packed_attention(model, per_example_attention):
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            with _nullcontext() if last else accelerator.no_sync(model):  # sync grads once per step
+                with forward_autocast(autocast, accelerator.device):
+                    loss, _ = summed_loss(model, batch, chunk_tokens)
+                accelerator.backward(loss * world / max(1, n_step))
+            loss_sum += loss.detach().float()
     step_loss = float(accelerator.reduce(loss_sum, reduction="sum")) / max(1, n_step)
     return step_loss, n_step, sum(b.n_tokens for b in batches)
 
@@ -338,16 +348,18 @@ def skipped_so_far(metrics_path: Path) -> int:
 
 
 @torch.no_grad()
-def evaluate_loss(model, ds: PackedDataset, accelerator: Accelerator, chunk_tokens: int | None = None) -> float:
+def evaluate_loss(model, ds: PackedDataset, accelerator: Accelerator, chunk_tokens: int | None = None,
+                  per_example_attention: bool = True) -> float:
     """Mean cross-entropy per trained token over the eval set (response loss, as in training).
     Runs in the model's dtype without autocast, so eval losses compare across train.autocast settings."""
     model.eval()
     total = torch.zeros(())
     count = torch.zeros(())
-    for i in range(accelerator.process_index, len(ds), accelerator.num_processes):
-        loss, n = summed_loss(model, ds.batch(i), chunk_tokens)
-        total += loss
-        count += n
+    with packed_attention(model, per_example_attention):
+        for i in range(accelerator.process_index, len(ds), accelerator.num_processes):
+            loss, n = summed_loss(model, ds.batch(i), chunk_tokens)
+            total += loss
+            count += n
     total = accelerator.reduce(total, reduction="sum")
     count = accelerator.reduce(count, reduction="sum")
     return float(total / count.clamp(min=1))

@@ -1,0 +1,103 @@
+"""Attention within each packed example, not one masked attention over the whole row.
+
+A packed row holds several examples back to back; position_ids restart at 0 for each. With
+`attn_implementation="sdpa"`, transformers sees the restarts, builds a block-diagonal causal mask
+[T, T] and runs ONE masked attention over the row: every score between two different examples is
+computed and then thrown away, and a masked kernel cannot skip the upper triangle the way the
+causal one does. For five ~100-token examples in a 500-token row that is ~5x the needed work.
+
+`packed_sdpa` is registered with transformers' AttentionInterface under NAME; for a packed row
+(batch 1, no KV cache, positions = a run of 0..n-1 ranges) it calls transformers' own
+sdpa_attention_forward once per example, causal and unmasked, and concatenates. Anything else
+(padded batches, generation with a cache, one example per row, sliding-window or soft-capped
+attention) goes to the plain sdpa path with transformers' mask, unchanged.
+
+Same outputs and gradients as the masked path up to float rounding: tests/test_packed_attention.py.
+Speed: `benchmarks/bench_train.py --techniques masked_attention` (the variant with it off).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+NAME = "sftlab_packed_sdpa"
+_registered = False
+
+
+def example_spans(position_ids: torch.Tensor | None, q_len: int, kv_len: int, batch: int) -> list[tuple[int, int]] | None:
+    """[(start, end)] of each packed example, or None when the row is not a plain packed row.
+
+    Packed = one row, no cache (queries == keys == positions), positions 0..a-1, 0..b-1, ... with at
+    least two examples. A single example is left to the plain causal kernel (it needs no split)."""
+    if position_ids is None or batch != 1 or q_len != kv_len or position_ids.shape[-1] != q_len or q_len < 2:
+        return None
+    pos = position_ids.reshape(-1, q_len)[0]
+    starts = (pos == 0).nonzero().flatten()
+    if len(starts) < 2 or int(starts[0]) != 0:
+        return None
+    # within an example every position is the previous + 1; at a start it is 0
+    step_ok = (pos[1:] == pos[:-1] + 1) | (pos[1:] == 0)
+    if not bool(step_ok.all()):
+        return None
+    bounds = starts.tolist() + [q_len]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def packed_sdpa(module, query, key, value, attention_mask, **kwargs):
+    """transformers attention function: per-example causal SDPA for packed rows, else plain sdpa."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    spans = None
+    plain_causal = all(kwargs.get(k) is None for k in ("sliding_window", "softcap", "position_bias")) and \
+        kwargs.get("is_causal", getattr(module, "is_causal", True)) is not False
+    if plain_causal:
+        spans = example_spans(kwargs.get("position_ids"), query.shape[2], key.shape[2], query.shape[0])
+    if spans is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    outs = [
+        sdpa_attention_forward(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, **kwargs)[0]
+        for s, e in spans
+    ]
+    return torch.cat(outs, dim=1), None  # sdpa_attention_forward returns [B, T, heads, head_dim]
+
+
+def register() -> None:
+    """Make NAME a valid attn_implementation (attention function + transformers' sdpa mask)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(NAME, packed_sdpa)
+    # the mask is still built (it is what the fallback path needs); the packed path ignores it
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    _registered = True
+
+
+@contextlib.contextmanager
+def packed_attention(model, enabled: bool = True):
+    """Within the block, a model on transformers' "sdpa" attends per packed example.
+
+    Wrap the backward too: gradient checkpointing re-runs the forward inside it, and the recompute
+    must take the same path.
+
+    Other attention implementations (eager, flash_attention_2, which handles packing itself) and
+    models whose config has no _attn_implementation are left alone. Restored on exit, so a model
+    used for generation afterwards is exactly as loaded."""
+    from accelerate.utils import extract_model_from_parallel
+
+    base = extract_model_from_parallel(model)  # through DDP / torch.compile wrappers
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    config = getattr(base, "config", None)
+    if not enabled or config is None or getattr(config, "_attn_implementation", None) != "sdpa":
+        yield False
+        return
+    register()
+    config._attn_implementation = NAME
+    try:
+        yield True
+    finally:
+        config._attn_implementation = "sdpa"
