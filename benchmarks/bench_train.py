@@ -148,7 +148,7 @@ def eval_loss(model, tok, eval_rows: list[dict]) -> float:
 
 
 # ---- workers (one per subprocess) ------------------------------------------------------------------
-def worker_sftlab(a) -> dict:
+def worker_sftlab(a, extra: dict | None = None) -> dict:
     import torch
 
     from sftlab.config import load_config
@@ -167,7 +167,7 @@ def worker_sftlab(a) -> dict:
                  "cache": False},  # the benchmark's data never lands in the user's token cache
         "train": {"output_dir": str(tmp / "run"), "lr": a.lr, "schedule": "constant", "warmup_ratio": 0.0,
                   "max_steps": a.warmup + a.steps, "tokens_per_batch": a.budget, "grad_accum": 1, "seed": a.seed,
-                  **json.loads(a.train_extra or "{}")},
+                  **(extra or {}), **json.loads(a.train_extra or "{}")},
     })
     result = train(cfg, model=model, tokenizer=tok)
     lines = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -257,7 +257,7 @@ def worker_prep_sftlab(a) -> dict:
     return {"rows": a.prep_rows, "seconds": sec, "trained": sum(r.n_trained for r in data.train.examples), "packed_rows": len(data.train)}
 
 
-def worker_prep_trl(a) -> dict:
+def worker_prep_trl(a, num_proc: int | None = None) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -265,7 +265,7 @@ def worker_prep_trl(a) -> dict:
     (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synthetic_conversations(a.prep_rows, a.seed)))
     tok = make_tokenizer("smollm2")
     args = SFTConfig(output_dir=str(tmp / "out"), packing=True, max_length=a.budget, assistant_only_loss=True, use_cpu=True,
-                     bf16=False, report_to=[])
+                     bf16=False, report_to=[], dataset_num_proc=num_proc)
     t0 = time.perf_counter()
     ds = Dataset.from_json(str(tmp / "data.jsonl"), cache_dir=str(tmp / "cache"))
     trainer = SFTTrainer.__new__(SFTTrainer)  # only the dataset preparation, not a model
@@ -279,7 +279,8 @@ def worker_prep_trl(a) -> dict:
     return {"rows": a.prep_rows, "seconds": sec, "trained": trained, "packed_rows": len(out)}
 
 
-WORKERS = {"sftlab": worker_sftlab, "trl_default": lambda a: worker_trl(a, False), "trl_best": lambda a: worker_trl(a, True),
+WORKERS = {"sftlab": worker_sftlab, "sftlab_ckpt": lambda a: worker_sftlab(a, {"gradient_checkpointing": True}),
+           "prep_trl_np2": lambda a: worker_prep_trl(a, num_proc=2), "trl_default": lambda a: worker_trl(a, False), "trl_best": lambda a: worker_trl(a, True),
            "prep_sftlab": worker_prep_sftlab, "prep_trl": worker_prep_trl, "matmul_peak": lambda a: {"flops": matmul_peak(a.threads)}}
 
 
@@ -358,7 +359,11 @@ def run_worker(name: str, a, extra_env: dict, threads: int | None = None, train_
     if train_extra:
         args["train_extra"] = json.dumps(train_extra)
     cmd = [sys.executable, __file__, "--worker", name] + [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
-    env = {**os.environ, **extra_env, "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
+    env = {**os.environ, **extra_env, "TQDM_DISABLE": "1"}
+    if name.startswith("prep_"):  # data preparation runs as users get it: the tokenizers library's default threads
+        env.pop("TOKENIZERS_PARALLELISM", None)
+    else:  # training: no tokenizer threads competing with torch's
+        env["TOKENIZERS_PARALLELISM"] = "false"
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise SystemExit(f"{name} failed:\n{p.stderr[-4000:]}")
@@ -430,7 +435,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prep-rows", type=int, default=2000)
     ap.add_argument("--prep-only", action="store_true")
-    ap.add_argument("--only", default="sftlab,trl_default,trl_best")
+    ap.add_argument("--only", default="sftlab,sftlab_ckpt,trl_default,trl_best",
+                    help="runs per round, in order (sftlab first: TRL default's batch size is its examples per row)")
     ap.add_argument("--malloc", default="", help="GLIBC_TUNABLES value applied to every worker, e.g. " + GLIBC_TUNED
                     + " (with --allocators: the value its glibc_tunables variant uses)")
     ap.add_argument("--techniques", nargs="?", const="all", default=None, metavar="LIST",
@@ -467,13 +473,15 @@ def main() -> None:
         return
 
     # data preparation: rows/s, alternating; cold (sftlab's token cache off, TRL's datasets cache in a fresh folder)
-    prep = {"prep_sftlab": [], "prep_trl": []}
+    prep = {"prep_sftlab": [], "prep_trl": [], "prep_trl_np2": []}
     for _ in range(2 if a.prep_only or tiny else 1):
         for name in prep:
             prep[name].append(run_worker(name, a, env))
-    ps, pt = (min(r["seconds"] for r in prep[k]) for k in prep)
-    print(f"data prep ({a.prep_rows} rows, load+render+mask+pack, cold: data.cache=false, best of {len(prep['prep_sftlab'])}): "
-          f"sftlab {a.prep_rows / ps:.0f} rows/s, TRL {a.prep_rows / pt:.0f} rows/s -> ratio {pt / ps:.2f}x "
+    ps, pt, pt2 = (min(r["seconds"] for r in prep[k]) for k in prep)
+    print(f"data prep ({a.prep_rows} rows, load+render+mask+pack, cold: data.cache=false, best of {len(prep['prep_sftlab'])}; "
+          f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', '(unset)')}): "
+          f"sftlab {a.prep_rows / ps:.0f} rows/s, TRL {a.prep_rows / pt:.0f} rows/s -> ratio {pt / ps:.2f}x; "
+          f"TRL dataset_num_proc=2 {a.prep_rows / pt2:.0f} rows/s -> ratio {pt2 / ps:.2f}x "
           f"(trained tokens: sftlab {prep['prep_sftlab'][0]['trained']}, TRL {prep['prep_trl'][0]['trained']}; "
           f"packed rows {prep['prep_sftlab'][0]['packed_rows']} vs {prep['prep_trl'][0]['packed_rows']})", flush=True)
     if a.prep_only:
@@ -486,7 +494,7 @@ def main() -> None:
         peak = run_worker("matmul_peak", a, env)["flops"]
         print(f"round {rnd + 1}: matmul peak {peak / 1e9:.1f} GFLOP/s (fp32 2048^3, {a.threads} threads)", flush=True)
         for name in names:
-            if name.startswith("trl") and a.batch is None:
+            if name.startswith("trl") and a.batch is None:  # needs an sftlab run first (the default order)
                 a.batch = max(1, round(results["sftlab"][0]["examples_per_row"])) if results.get("sftlab") else 4
             r = run_worker(name, a, env) | {"peak_flops": peak}
             results[name].append(r)
@@ -497,12 +505,11 @@ def main() -> None:
     for n, m in med.items():
         print(f"{n:12s} {m['tps']:14.1f} {m['rps']:11.1f} {m['flops'] / 1e9:8.2f} {m['mfu']:6.1%} {m['peak_rss_mb']:12.0f} {m['loss_mean']:11.4f} {m['eval_loss']:10.4f}")
     print(f"FLOPs/token {fpt / 1e6:.2f} M (model FLOPs, see the module docstring); MFU = real tok/s x FLOPs/token / that round's matmul peak")
-    if "sftlab" in med:
-        for n in names:
-            if n != "sftlab":
-                s, t = med["sftlab"], med[n]
-                print(f"sftlab / {n}: trained tok/s {s['tps'] / t['tps']:.2f}x, real tok/s {s['rps'] / t['rps']:.2f}x, "
-                      f"peak RSS {s['peak_rss_mb'] / t['peak_rss_mb']:.2f}x, eval loss diff {s['eval_loss'] - t['eval_loss']:+.4f}")
+    for mine in (n for n in names if n.startswith("sftlab")):
+        for n in (n for n in names if n.startswith("trl")):
+            s, t = med[mine], med[n]
+            print(f"{mine} / {n}: trained tok/s {s['tps'] / t['tps']:.2f}x, real tok/s {s['rps'] / t['rps']:.2f}x, "
+                  f"peak RSS {s['peak_rss_mb'] / t['peak_rss_mb']:.2f}x, eval loss diff {s['eval_loss'] - t['eval_loss']:+.4f}")
 
 
 if __name__ == "__main__":
