@@ -172,12 +172,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 @torch.no_grad()
-def per_token_losses(model, batch: Batch) -> torch.Tensor:
-    """Cross-entropy of every trained token, in order (for perplexities and IFD scores)."""
+def per_token_losses(model, batch: Batch, per_example_attention: bool = True) -> torch.Tensor:
+    """Cross-entropy of every trained token, in order (for perplexities and IFD scores).
+    Packed rows attend per example (packed_attention.py): scoring rows are long (4096 tokens) and
+    hold many short examples, where one masked attention over the row is mostly wasted work."""
+    from sftlab.packed_attention import packed_attention
+
     keep = trained_positions(batch.labels)
     if keep.numel() == 0:
         return torch.zeros(0)
-    logits = model(**batch.model_inputs(), logits_to_keep=keep).logits
+    with packed_attention(model, per_example_attention):
+        logits = model(**batch.model_inputs(), logits_to_keep=keep).logits
     targets = batch.labels[:, keep]
     losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE, reduction="none")
     return losses[targets.reshape(-1) != IGNORE]
