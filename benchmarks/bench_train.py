@@ -19,7 +19,8 @@ TRL variants:
                needs: fp32 (its default bf16=True would change the loss), lr/schedule/steps,
                assistant_only_loss=True, batch size = sftlab's mean examples per packed row.
   trl_best:    packing=True (strategy "bfd" = padding-free rows with restarting position_ids),
-               max_length = sftlab's token budget, gradient_checkpointing=False.
+               max_length = sftlab's token budget, gradient_checkpointing=False, optim="adamw_torch_fused"
+               (torch's fused AdamW, which sftlab uses by default).
 Loss equality: after training, both models are scored on the same held-out conversations with
 the same function (sftlab.loss.summed_loss): `eval_loss` must match to within noise.
 
@@ -210,6 +211,7 @@ def worker_trl(a, best: bool) -> dict:
         bf16=False, assistant_only_loss=True, dataloader_num_workers=0, disable_tqdm=True,
         max_length=a.budget if best else a.max_len,
         packing=best, gradient_checkpointing=not best,  # TRL's default is True; off in its best CPU setting
+        optim="adamw_torch_fused" if best else "adamw_torch",  # fused AdamW, as sftlab uses
     )
     stamps, tokens, losses = [], [], []
 

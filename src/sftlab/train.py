@@ -104,7 +104,10 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     steps_per_epoch = math.ceil(len(data.train) / micro_per_step)
     total_steps = cfg.train.max_steps or max(1, math.ceil(steps_per_epoch * cfg.train.epochs))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay)
+    # torch's fused AdamW (one kernel over all tensors) where it has one: for SmolLM2's 420 LoRA tensors
+    # a step takes ~10 ms instead of ~55 ms with the default foreach implementation on this CPU
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay, fused=fused)
     scheduler = get_scheduler(
         cfg.train.schedule if cfg.train.schedule != "constant" else "constant_with_warmup",
         optimizer,
