@@ -127,3 +127,21 @@ def test_train_uses_both_speed_paths_by_default_and_they_leave_losses_and_finger
     assert [s for s, _ in loss_on] == [s for s, _ in loss_off] == [1, 2, 3, 4]
     for (_, a), (_, b) in zip(loss_on, loss_off):
         assert a == pytest.approx(b, rel=1e-4)
+
+
+def test_a_partitioned_lora_b_weight_goes_through_peft():
+    """DeepSpeed ZeRO-3 leaves a [0]-shaped placeholder until lora_B's own forward gathers it; the
+    fused path never calls lora_B, so such a layer must take peft's forward (here: lora_B is called)."""
+    model = _lora()
+    model.eval()
+    fuse_lora_layers(model)
+    layer = model.get_base_model().model.layers[0].mlp.up_proj
+    called = []
+    layer.lora_B["default"].register_forward_hook(lambda *a: called.append(1))
+    x = torch.randn(1, 5, 64)
+    with torch.no_grad():
+        layer(x)
+        assert called == []
+        layer.lora_B["default"].weight.ds_id = 7  # what a ZeRO-3 partitioned parameter carries
+        layer(x)
+    assert called == [1]

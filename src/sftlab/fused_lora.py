@@ -16,7 +16,8 @@ small [tokens, r] and [r, out] products. Same outputs and gradients up to float 
 Applied by swapping the class of each plain peft lora.Linear to a subclass (so deepcopy, saving,
 merging and isinstance checks behave as before). The fast path runs only in the vanilla case:
 one active adapter, not merged, adapters enabled, no DoRA/variant, no lora bias, no extra forward
-arguments, input already in the adapter's dtype. Anything else calls peft's own forward.
+arguments, input already in the adapter's dtype, lora_B's weight not partitioned (DeepSpeed ZeRO-3
+gathers it only when lora_B itself is called). Anything else calls peft's own forward.
 """
 
 from __future__ import annotations
@@ -36,11 +37,15 @@ def _fused_class():
             if name not in self.lora_A or name in self.lora_variant:
                 return super().forward(x, *args, **kwargs)
             lora_a, lora_b = self.lora_A[name], self.lora_B[name]
-            if lora_b.bias is not None or x.dtype != lora_a.weight.dtype:
+            w = lora_b.weight
+            # DeepSpeed ZeRO-3 gathers a partitioned weight only when its own module is called, which
+            # this path skips (it reads lora_B.weight directly): such weights go through peft
+            partitioned = hasattr(w, "ds_id") or w.dim() != 2 or w.shape[1] != lora_a.weight.shape[0]
+            if lora_b.bias is not None or x.dtype != lora_a.weight.dtype or partitioned:
                 return super().forward(x, *args, **kwargs)
             result = self.base_layer(x)
             h = lora_a(self.lora_dropout[name](x))
-            out = torch.addmm(result.reshape(-1, result.shape[-1]), h.reshape(-1, h.shape[-1]), lora_b.weight.t(),
+            out = torch.addmm(result.reshape(-1, result.shape[-1]), h.reshape(-1, h.shape[-1]), w.t(),
                               alpha=self.scaling[name])
             return out.view(result.shape)
 
