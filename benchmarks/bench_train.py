@@ -207,7 +207,7 @@ def worker_trl(a, best: bool) -> dict:
     args = SFTConfig(
         output_dir=str(tmp), max_steps=a.warmup + a.steps, per_device_train_batch_size=1, gradient_accumulation_steps=1,
         learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0,
-        optim="adamw_torch", seed=a.seed, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+        seed=a.seed, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
         bf16=False, assistant_only_loss=True, dataloader_num_workers=0, disable_tqdm=True,
         max_length=a.budget if best else a.max_len,
         packing=best, gradient_checkpointing=not best,  # TRL's default is True; off in its best CPU setting
