@@ -134,3 +134,76 @@ def test_ascii_fast_path_of_normalise_matches_the_unicode_path():
         text = "".join(rng.choice(string.printable) for _ in range(rng.randint(0, 40)))
         assert normalise(text) == unicode_path(text), repr(text)
     assert normalise("Ｆｕｌｌ-width Café!") == "full width café"  # non-ASCII: NFKC path
+
+
+def _planted_rows(n_orig: int, seed: int = 0) -> list[Conversation]:
+    """n_orig distinct rows (non-ASCII ids too) and after every 7th a near-duplicate of a recent
+    one (one word changed), plus some exact repeats: dups of dups and ties included."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(5000)]
+    rows, recent = [], []
+    for i in range(n_orig):
+        t = rng.choices(vocab, k=60)
+        recent = (recent + [t])[-50:]
+        rows.append(conv(" ".join(t[:20]), " ".join(t[20:]), id=f"orig-é{i}"))
+        if i % 7 == 3:
+            d = list(rng.choice(recent))
+            d[rng.randrange(60)] = "changed"
+            rows.append(conv(" ".join(d[:20]), " ".join(d[20:]), id=f"dup{i}"))
+        if i % 50 == 10:
+            rows.append(conv(" ".join(t[:20]), " ".join(t[20:]), id=f"same{i}"))
+    return rows
+
+
+def _pair_list(block):
+    return [(p.removed_id, p.kept_id, p.similarity) for p in block.stats.pairs]
+
+
+def test_minhash_index_dir_gives_the_same_result_as_ram_and_cleans_up(tmp_path):
+    rows = _planted_rows(2600)
+    ram = MinHashDedup()
+    kept_ram = [c.id for c in ram(rows)]
+    disk = MinHashDedup(index_dir=str(tmp_path / "idx"))
+    kept_disk = [c.id for c in disk(rows)]
+    assert len(kept_ram) > 2048 + 100  # BandIndex (capacity 4096, load 1/2) grew at least once
+    assert kept_disk == kept_ram
+    assert _pair_list(disk) == _pair_list(ram)
+    assert len(ram.stats.pairs) > 300 and any(p.kept_id.startswith("orig-é") for p in ram.stats.pairs)
+    assert disk.stats.samples == ram.stats.samples  # the detail strings
+    assert disk.stats.dropped_by_reason == ram.stats.dropped_by_reason
+    for key in ("bands", "rows_per_band", "index_rows", "index_bytes"):
+        assert disk.stats.notes[key] == ram.stats.notes[key]
+    assert "pairs_total" not in ram.stats.notes
+    assert disk.stats.notes["pairs_total"] == len(ram.stats.pairs)
+    assert [p.name for p in (tmp_path / "idx").iterdir()] == ["pairs.jsonl"]  # index files deleted
+
+
+def test_minhash_index_dir_writes_every_pair_and_caps_stats(tmp_path, monkeypatch):
+    import json
+
+    from sftlab.curate import dedup
+
+    monkeypatch.setattr(dedup, "MAX_PAIRS_IN_STATS", 3)
+    rows = _planted_rows(200, seed=1)
+    ram = MinHashDedup()
+    list(ram(rows))
+    assert len(ram.stats.pairs) > 3  # RAM mode is not capped
+    md = MinHashDedup(index_dir=str(tmp_path))
+    list(md(rows))
+    lines = (tmp_path / "pairs.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [p.to_json() for p in ram.stats.pairs]
+    assert _pair_list(md) == _pair_list(ram)[:3]
+    assert md.stats.notes["pairs_total"] == len(ram.stats.pairs)
+    assert md.stats.notes["pairs_file"] == str(tmp_path / "pairs.jsonl")
+    assert md.stats.dropped_by_reason == ram.stats.dropped_by_reason
+
+
+def test_minhash_index_dir_cleans_up_when_the_consumer_stops_early(tmp_path):
+    md = MinHashDedup(index_dir=str(tmp_path))
+    gen = md(_planted_rows(100))
+    for _ in range(20):
+        next(gen)
+    assert len(list(tmp_path.iterdir())) > 1  # tables, signatures, ids, pairs
+    gen.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["pairs.jsonl"]
+    assert md.stats.notes["pairs_file"] == str(tmp_path / "pairs.jsonl")

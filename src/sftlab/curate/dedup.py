@@ -7,18 +7,23 @@ Memory: each keeps an index that grows with the number of KEPT rows (never the c
   exact    16 bytes digest + set slot per kept row (~100 B)
   minhash  a 12-byte entry per band in numpy tables 1/4-1/2 full (14 bands at threshold 0.8 /
            128 perms) + a 16-bit signature (256 B) to confirm candidates: ~0.6-0.9 KB per kept row
-           plus its id string (benchmarks/bench_dedup.py measures it)
+           plus its id string (benchmarks/bench_dedup.py measures it); with `index_dir` all of it
+           lives in memory-mapped files instead and the process's own memory stays flat
   semantic one 384-float embedding per kept row (1.5 KB) and O(kept) work per row.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import zlib
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from numpy.lib.format import open_memmap
 from pydantic import Field
 
 from sftlab.conversation import Conversation
@@ -85,6 +90,12 @@ class MinHashDedupConfig(BlockConfig):
         "Candidates are confirmed by estimated Jaccard, so a false positive costs only a comparison: weigh misses "
         "more. At threshold 0.8/128 perms: (0.5, 0.5) -> 9 bands x 13 rows, finds 63% of pairs at Jaccard 0.84; "
         "(0.1, 0.9) -> 14 x 9, finds 96%.")
+    index_dir: str | None = Field(
+        None, description="folder (created if missing; one per block) for the index of kept rows as memory-mapped "
+        "files: band tables, signatures, ids. In RAM the index costs ~0.7 KB per kept row (~0.6 GB at 1M rows) and "
+        "grows with the data; in files it is page cache the kernel can evict, so the process's own memory stays "
+        "flat. Same results, a little slower. Every duplicate pair goes to <index_dir>/pairs.jsonl (the stats keep "
+        "the first 10,000 and note the total); the other files are deleted when the block finishes. null = RAM.")
 
 
 class MinHashDedup(Block):
@@ -97,6 +108,14 @@ class MinHashDedup(Block):
     and width come from datasketch's own optimiser (MinHashLSH(threshold, num_perm, weights).b/.r).
     LSH candidates are confirmed by their estimated Jaccard >= threshold (LSH alone passes some
     false positives), so the 16-bit signatures of kept rows are stored too.
+
+    Memory: ~0.7 KB per kept row in RAM (band tables + signature + id string + pairs), so it grows
+    with the data. With `index_dir` the band tables (BandIndex) and signatures (SignatureStore)
+    are memory-mapped files and the ids an append-only file (IdStore): file-backed pages the
+    kernel evicts under pressure, so the anonymous memory of the process stays flat; pairs stream
+    to pairs.jsonl with only the first MAX_PAIRS_IN_STATS in stats.pairs. Same kept rows, same
+    pairs and details in both modes (the same loop runs, only the storage differs). The index
+    files are deleted at the end of run() (or when the consumer stops early); pairs.jsonl stays.
     """
 
     Config = MinHashDedupConfig
@@ -117,9 +136,30 @@ class MinHashDedup(Block):
         return m.hashvalues.copy()
 
     def run(self, conversations: Iterable[Conversation]) -> Iterator[Conversation]:
-        index = BandIndex(self.bands)
-        sigs = SignatureStore(self.cfg.num_perm)
-        ids: list[str] = []
+        if self.cfg.index_dir is None:
+            yield from self._run(conversations, BandIndex(self.bands), SignatureStore(self.cfg.num_perm), [], None)
+            return
+        folder = Path(self.cfg.index_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        index = BandIndex(self.bands, directory=folder)
+        sigs = SignatureStore(self.cfg.num_perm, directory=folder)
+        ids = IdStore(folder)
+        pairs_path = folder / "pairs.jsonl"
+        self._pairs_total = 0
+        try:
+            with open(pairs_path, "w", encoding="utf-8") as pairs_file:
+                yield from self._run(conversations, index, sigs, ids, pairs_file)
+        finally:  # also when the consumer stops early: the index files go, pairs.jsonl stays
+            self.stats.notes.update(pairs_total=self._pairs_total, pairs_file=str(pairs_path))
+            index.close()
+            sigs.close()
+            ids.close()
+
+    def _run(self, conversations: Iterable[Conversation], index: BandIndex, sigs: SignatureStore,
+             ids: list[str] | IdStore, pairs_file) -> Iterator[Conversation]:
+        """The dedup loop. `pairs_file` None: every pair in stats.pairs (RAM mode); else every pair
+        is a JSON line there and stats.pairs keeps the first MAX_PAIRS_IN_STATS."""
+        self._pairs_total = 0
         for conv in conversations:
             self.stats.seen += 1
             sig = self.signature(normalised_conversation(conv))
@@ -132,8 +172,14 @@ class MinHashDedup(Block):
                 if sim > best_sim or (sim == best_sim and cand < best):
                     best, best_sim = cand, sim
             if best >= 0 and best_sim >= self.cfg.threshold:
-                self.stats.drop(conv, "near_duplicate", f"estimated Jaccard {best_sim:.2f} with {ids[best]}")
-                self.stats.pairs.append(DupPair(conv.id, ids[best], best_sim))
+                kept_id = ids[best]
+                self.stats.drop(conv, "near_duplicate", f"estimated Jaccard {best_sim:.2f} with {kept_id}")
+                pair = DupPair(conv.id, kept_id, best_sim)
+                self._pairs_total += 1
+                if pairs_file is not None:
+                    pairs_file.write(json.dumps(pair.to_json()) + "\n")
+                if pairs_file is None or len(self.stats.pairs) < MAX_PAIRS_IN_STATS:
+                    self.stats.pairs.append(pair)
                 continue
             index.insert(keys, len(ids), slots)
             sigs.append(sig16)
@@ -143,23 +189,41 @@ class MinHashDedup(Block):
                                 index_bytes=index.nbytes + sigs.nbytes)
 
 
+MAX_PAIRS_IN_STATS = 10_000  # index_dir mode: pairs kept in stats.pairs (all of them go to pairs.jsonl)
+
+
 class SignatureStore:
     """16-bit MinHash signatures of kept rows in 64k-row numpy chunks (no per-row object).
     Equal 32-bit values stay equal; unequal ones collide with probability 1/65536, which raises a
-    Jaccard estimate by at most ~0.00002."""
+    Jaccard estimate by at most ~0.00002.
+
+    `directory`: each chunk is a memory-mapped file sigs.<k>.npy there (16 MB at 128 perms)."""
 
     CHUNK = 1 << 16
 
-    def __init__(self, num_perm: int):
+    def __init__(self, num_perm: int, directory: str | Path | None = None):
         self.num_perm = num_perm
+        self.directory = Path(directory) if directory is not None else None
         self.chunks: list[np.ndarray] = []
         self.n = 0
 
     def append(self, sig16: np.ndarray) -> None:
         if self.n == len(self.chunks) * self.CHUNK:
-            self.chunks.append(np.empty((self.CHUNK, self.num_perm), dtype=np.uint16))
+            shape = (self.CHUNK, self.num_perm)
+            if self.directory is None:
+                self.chunks.append(np.empty(shape, dtype=np.uint16))
+            else:
+                path = self.directory / f"sigs.{len(self.chunks)}.npy"
+                self.chunks.append(open_memmap(path, mode="w+", dtype=np.uint16, shape=shape).view(np.ndarray))
         self.chunks[-1][self.n % self.CHUNK] = sig16
         self.n += 1
+
+    def close(self) -> None:
+        """Disk mode: unmap and delete the chunk files."""
+        k, self.chunks = len(self.chunks), []
+        if self.directory is not None:
+            for i in range(k):
+                (self.directory / f"sigs.{i}.npy").unlink(missing_ok=True)
 
     def __getitem__(self, row: int) -> np.ndarray:
         return self.chunks[row // self.CHUNK][row % self.CHUNK]
@@ -167,6 +231,48 @@ class SignatureStore:
     @property
     def nbytes(self) -> int:
         return sum(c.nbytes for c in self.chunks)
+
+
+class IdStore:
+    """The ids of kept rows on disk, for index_dir mode (a list of str costs ~60-80 B per row):
+    ids.bin holds the UTF-8 ids back to back, ids.off the int64 end offset of each. Both are
+    append-only buffered files; an id is read back (pread) only when a row duplicates it."""
+
+    def __init__(self, directory: str | Path):
+        self.paths = [Path(directory) / "ids.bin", Path(directory) / "ids.off"]
+        self._data = open(self.paths[0], "w+b")
+        self._off = open(self.paths[1], "w+b")
+        self._end = 0
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, row_id: str) -> None:
+        b = row_id.encode("utf-8")
+        self._data.write(b)
+        self._end += len(b)
+        self._off.write(self._end.to_bytes(8, "little", signed=True))
+        self.n += 1
+
+    def __getitem__(self, row: int) -> str:
+        if not 0 <= row < self.n:
+            raise IndexError(row)
+        self._data.flush()
+        self._off.flush()
+        if row == 0:
+            start, end = 0, int.from_bytes(os.pread(self._off.fileno(), 8, 0), "little", signed=True)
+        else:
+            two = np.frombuffer(os.pread(self._off.fileno(), 16, 8 * (row - 1)), dtype="<i8")
+            start, end = int(two[0]), int(two[1])
+        return os.pread(self._data.fileno(), end - start, start).decode("utf-8")
+
+    def close(self) -> None:
+        """Close and delete both files."""
+        for f in (self._data, self._off):
+            f.close()
+        for p in self.paths:
+            p.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------- semantic

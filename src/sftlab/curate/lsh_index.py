@@ -12,11 +12,19 @@ chance 2^-32 per pair (~1e-4 per query against 1M kept rows), which only adds a 
 caller verifies against the signatures anyway.
 
 First writer wins: a key already present keeps its row (we keep the first of duplicates).
+
+On disk (`directory`): the two tables are .npy files memory-mapped from that folder
+(numpy.lib.format.open_memmap), so they are page cache the kernel can write back and evict, not
+anonymous memory of the process; growth writes the doubled tables to new files and deletes the
+old ones. Same probing code, same results.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+from numpy.lib.format import open_memmap
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser constants
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -40,17 +48,30 @@ def band_keys(signature: np.ndarray, bands: int, rows_per_band: int) -> np.ndarr
 
 
 class BandIndex:
-    def __init__(self, bands: int, capacity: int = 1 << 12):
+    def __init__(self, bands: int, capacity: int = 1 << 12, directory: str | Path | None = None):
+        """`directory`: keep the tables in memory-mapped files there (band_keys.<capacity>.npy,
+        band_rows.<capacity>.npy) instead of RAM; None = numpy arrays in RAM."""
         self.bands = bands
         self.n = 0  # rows inserted (an upper bound on entries per band)
+        self.directory = Path(directory) if directory is not None else None
+        self.files: list[Path] = []  # the current tables' files (disk mode)
         self._alloc(capacity)
         self._b = np.arange(bands)
 
     def _alloc(self, capacity: int) -> None:
         self.capacity = capacity
         self.mask = np.uint32(capacity - 1)
-        self.keys = np.zeros((self.bands, capacity), dtype=np.uint32)
-        self.rows = np.full((self.bands, capacity), -1, dtype=np.int32)
+        shape = (self.bands, capacity)
+        if self.directory is None:
+            self.keys = np.zeros(shape, dtype=np.uint32)
+            self.rows = np.full(shape, -1, dtype=np.int32)
+            return
+        self.files = [self.directory / f"band_keys.{capacity}.npy", self.directory / f"band_rows.{capacity}.npy"]
+        # .view(np.ndarray): a plain array on the same mapping (np.memmap's subclass wrapping costs
+        # time on every fancy index); the view's base keeps the mapping open
+        self.keys = open_memmap(self.files[0], mode="w+", dtype=np.uint32, shape=shape).view(np.ndarray)  # zeros
+        self.rows = open_memmap(self.files[1], mode="w+", dtype=np.int32, shape=shape).view(np.ndarray)
+        self.rows.fill(-1)
 
     def _probe(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each band: the slot holding `key` or the first empty slot after it; and the row
@@ -82,7 +103,7 @@ class BandIndex:
         self.n += 1
 
     def _grow(self) -> None:
-        old_keys, old_rows = self.keys, self.rows
+        old_keys, old_rows, old_files = self.keys, self.rows, self.files
         self._alloc(self.capacity * 2)
         for b in range(self.bands):  # re-place one band at a time, all its entries at once
             live = old_rows[b] >= 0
@@ -105,6 +126,16 @@ class BandIndex:
                 rest = pending[~take]
                 slot[rest] = (slot[rest] + 1) & int(self.mask)
                 pending = rest
+        del old_keys, old_rows  # drops the old mappings (disk mode) before their files go
+        for f in old_files:
+            f.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Disk mode: unmap and delete the table files (the index is unusable afterwards)."""
+        files, self.files = self.files, []
+        self.keys = self.rows = None  # type: ignore[assignment]
+        for f in files:
+            f.unlink(missing_ok=True)
 
     @property
     def nbytes(self) -> int:
