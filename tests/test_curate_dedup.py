@@ -159,7 +159,10 @@ def _pair_list(block):
     return [(p.removed_id, p.kept_id, p.similarity) for p in block.stats.pairs]
 
 
-def test_minhash_index_dir_gives_the_same_result_as_ram_and_cleans_up(tmp_path):
+def test_minhash_index_dir_gives_the_same_result_as_ram_and_cleans_up(tmp_path, monkeypatch):
+    from sftlab.curate.lsh_index import BandIndex
+
+    monkeypatch.setattr(BandIndex, "GROW_CHUNK", 500)  # disk mode re-places in pieces: other slot layout
     rows = _planted_rows(2600)
     ram = MinHashDedup()
     kept_ram = [c.id for c in ram(rows)]
@@ -207,3 +210,28 @@ def test_minhash_index_dir_cleans_up_when_the_consumer_stops_early(tmp_path):
     gen.close()
     assert [p.name for p in tmp_path.iterdir()] == ["pairs.jsonl"]
     assert md.stats.notes["pairs_file"] == str(tmp_path / "pairs.jsonl")
+
+
+def test_band_index_on_disk_answers_like_ram_and_replaces_its_files(tmp_path, monkeypatch):
+    import numpy as np
+
+    from sftlab.curate.lsh_index import BandIndex
+
+    monkeypatch.setattr(BandIndex, "GROW_CHUNK", 5)  # many pieces per band in _grow
+    rng = np.random.default_rng(1)
+    all_keys = rng.integers(0, 2**32, size=(700, 4), dtype=np.uint32)
+    all_keys[9:400:7, 2] = all_keys[3, 2]  # a key shared by many rows: row 3 keeps it
+    all_keys[:, 3] &= np.uint32(0xFF)  # band 3: many equal keys and long probe chains
+    ram, disk = BandIndex(bands=4, capacity=8), BandIndex(bands=4, capacity=8, directory=tmp_path)
+    for row, keys in enumerate(all_keys):
+        a, b = ram.query(keys)[0], disk.query(keys)[0]
+        assert a.tolist() == b.tolist()
+        ram.insert(keys, row)
+        disk.insert(keys, row)
+    assert disk.capacity == ram.capacity >= 1024
+    for keys in np.concatenate([all_keys, rng.integers(0, 2**32, size=(50, 4), dtype=np.uint32)]):
+        assert ram.query(keys)[0].tolist() == disk.query(keys)[0].tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"band_keys.{disk.capacity}.npy",
+                                                           f"band_rows.{disk.capacity}.npy"]
+    disk.close()
+    assert list(tmp_path.iterdir()) == []

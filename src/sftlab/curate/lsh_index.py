@@ -48,6 +48,8 @@ def band_keys(signature: np.ndarray, bands: int, rows_per_band: int) -> np.ndarr
 
 
 class BandIndex:
+    GROW_CHUNK = 1 << 16  # disk mode: old slots re-placed per piece in _grow (bounds its temporaries)
+
     def __init__(self, bands: int, capacity: int = 1 << 12, directory: str | Path | None = None):
         """`directory`: keep the tables in memory-mapped files there (band_keys.<capacity>.npy,
         band_rows.<capacity>.npy) instead of RAM; None = numpy arrays in RAM."""
@@ -105,30 +107,41 @@ class BandIndex:
     def _grow(self) -> None:
         old_keys, old_rows, old_files = self.keys, self.rows, self.files
         self._alloc(self.capacity * 2)
-        for b in range(self.bands):  # re-place one band at a time, all its entries at once
-            live = old_rows[b] >= 0
-            keys, rows = old_keys[b, live], old_rows[b, live]
-            order = np.argsort(rows, kind="stable")  # earlier rows first: keeps first-writer order
-            keys, rows = keys[order], rows[order]
-            slot = (keys & self.mask).astype(np.int64)
-            table_rows, table_keys = self.rows[b], self.keys[b]
-            pending = np.arange(len(keys))
-            while len(pending):
-                s = slot[pending]
-                free = table_rows[s] < 0
-                # among pending entries aiming at the same free slot, the first one takes it
-                _, first = np.unique(s, return_index=True)
-                take = np.zeros(len(pending), dtype=bool)
-                take[first] = True
-                take &= free
-                table_rows[s[take]] = rows[pending[take]]
-                table_keys[s[take]] = keys[pending[take]]
-                rest = pending[~take]
-                slot[rest] = (slot[rest] + 1) & int(self.mask)
-                pending = rest
+        # RAM: each band's entries all at once (one chunk). Disk: old slots in GROW_CHUNK pieces, so
+        # the temporaries (~50 B per entry: masks, sort order, slots, pending) stay a few MB instead
+        # of growing with the table (~50 MB of anonymous memory per growth at 1M kept rows).
+        # The order of re-placement changes only WHERE a key sits in its probe chain, never what a
+        # query returns: keys are unique within a band (insert writes empty slots only).
+        step = old_rows.shape[1] if self.directory is None else self.GROW_CHUNK
+        for b in range(self.bands):  # re-place one band at a time
+            for lo in range(0, old_rows.shape[1], step):
+                self._place(b, old_keys[b, lo:lo + step], old_rows[b, lo:lo + step])
         del old_keys, old_rows  # drops the old mappings (disk mode) before their files go
         for f in old_files:
             f.unlink(missing_ok=True)
+
+    def _place(self, b: int, old_keys: np.ndarray, old_rows: np.ndarray) -> None:
+        """Insert the live entries of a piece of an old band table into band b of the new one."""
+        live = old_rows >= 0
+        keys, rows = old_keys[live], old_rows[live]
+        order = np.argsort(rows, kind="stable")  # earlier rows first: keeps first-writer order
+        keys, rows = keys[order], rows[order]
+        slot = (keys & self.mask).astype(np.int64)
+        table_rows, table_keys = self.rows[b], self.keys[b]
+        pending = np.arange(len(keys))
+        while len(pending):
+            s = slot[pending]
+            free = table_rows[s] < 0
+            # among pending entries aiming at the same free slot, the first one takes it
+            _, first = np.unique(s, return_index=True)
+            take = np.zeros(len(pending), dtype=bool)
+            take[first] = True
+            take &= free
+            table_rows[s[take]] = rows[pending[take]]
+            table_keys[s[take]] = keys[pending[take]]
+            rest = pending[~take]
+            slot[rest] = (slot[rest] + 1) & int(self.mask)
+            pending = rest
 
     def close(self) -> None:
         """Disk mode: unmap and delete the table files (the index is unusable afterwards)."""
