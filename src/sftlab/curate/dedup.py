@@ -92,9 +92,10 @@ class MinHashDedupConfig(BlockConfig):
         "(0.1, 0.9) -> 14 x 9, finds 96%.")
     index_dir: str | None = Field(
         None, description="folder (created if missing; one per block) for the index of kept rows as memory-mapped "
-        "files: band tables, signatures, ids. In RAM the index costs ~0.7 KB per kept row (~0.6 GB at 1M rows) and "
+        "files: band tables, signatures, ids. In RAM the index costs ~0.7-1 KB per kept row (~0.6-0.9 GB at 1M rows) and "
         "grows with the data; in files it is page cache the kernel can evict, so the process's own memory stays "
-        "flat. Same results, a little slower. Every duplicate pair goes to <index_dir>/pairs.jsonl (the stats keep "
+        "flat (bench_dedup, 300k rows: anonymous memory 63 MB vs 283 MB in RAM). Same results, same speed within "
+        "noise (0-5% fewer rows/s); put it on a disk, not tmpfs. Every duplicate pair goes to <index_dir>/pairs.jsonl (the stats keep "
         "the first 10,000 and note the total); the other files are deleted when the block finishes. null = RAM.")
 
 
