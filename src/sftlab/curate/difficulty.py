@@ -158,23 +158,9 @@ class IFDScore(Block):
 
 
 def mean_answer_losses(model, rows: list, batch_tokens: int) -> list[float]:
-    """Mean cross-entropy over each row's trained tokens, rows packed into forward passes of at most
-    `batch_tokens` tokens (position ids restart per row, so rows never see each other)."""
-    import torch
+    """Mean cross-entropy over each row's trained tokens (evaluate.perplexity.packed_loss_sums,
+    forwards of at most `batch_tokens` tokens or the longest row)."""
+    from sftlab.evaluate.perplexity import packed_loss_sums
 
-    from sftlab.loss import per_token_losses
-    from sftlab.pack import collate_packed, pack_bins
-
-    out = [0.0] * len(rows)
-    bins = pack_bins([len(r) for r in rows], max(batch_tokens, max(len(r) for r in rows)))
-    with torch.no_grad():
-        for b in bins:
-            b = sorted(b)  # per_token_losses returns losses in position order = row order within the pack
-            losses = per_token_losses(model, collate_packed([rows[i] for i in b]))
-            start = 0
-            for i in b:
-                n = sum(rows[i].loss_mask[1:])  # the first token has no target (labels are shifted)
-                out[i] = float(losses[start:start + n].mean()) if n else math.nan
-                start += n
-            assert start == losses.numel(), (start, losses.numel())
-    return out
+    sums, counts = packed_loss_sums(model, rows, max(batch_tokens, max(len(r) for r in rows)))
+    return [float(s / n) if n else math.nan for s, n in zip(sums, counts)]

@@ -55,12 +55,31 @@ def _max_len(model, token_budget: int) -> int:
     return min(int(ctx), token_budget)
 
 
+def packed_loss_sums(model, rows: list, token_budget: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(summed cross-entropy, number of scored targets) per rendered row, in float64. Rows are
+    packed into forward passes of at most `token_budget` tokens (position ids restart per row, so
+    rows never see each other); per_token_losses returns the scored tokens in position order,
+    split back per row by its count (shifted labels: a row's first token is never a target)."""
+    import torch
+
+    counts = np.asarray([sum(r.loss_mask[1:]) for r in rows], dtype=np.int64)
+    sums = np.zeros(len(rows))
+    bins = pack_bins([len(r) for r in rows], token_budget)
+    with torch.no_grad():
+        for b in tqdm(bins, desc="perplexity", unit="row", disable=not progress, leave=False):
+            losses = per_token_losses(model, collate_packed([rows[i] for i in b])).double().numpy()
+            offsets = np.cumsum([0] + [int(counts[i]) for i in b])
+            if offsets[-1] != losses.size:
+                raise RuntimeError(f"scored {losses.size} tokens, expected {offsets[-1]} (label layout changed?)")
+            for k, i in enumerate(b):
+                sums[i] = losses[offsets[k] : offsets[k + 1]].sum()
+    return sums, counts
+
+
 def example_losses(
     model, renderer: Renderer, conversations: list[Conversation], token_budget: int = 2048, progress: bool = False
 ) -> ExampleLosses:
     """Score every conversation; one forward pass per packed row of <= token_budget tokens."""
-    import torch
-
     max_len = _max_len(model, token_budget)
     keep: list = []
     skipped: list[str] = []
@@ -75,26 +94,15 @@ def example_losses(
             skipped.append(conv.source or conv.id)  # nothing to score (no response within max_len)
             continue
         keep.append(r)
-    counts = [sum(r.loss_mask[1:]) for r in keep]  # scored targets: shifted labels skip token 0
-    loss_sums = np.zeros(len(keep))
-    bins = pack_bins([len(r) for r in keep], max_len)
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for b in tqdm(bins, desc="perplexity", unit="row", disable=not progress, leave=False):
-            batch = collate_packed([keep[i] for i in b])
-            losses = per_token_losses(model, batch).double().numpy()
-            offsets = np.cumsum([0] + [counts[i] for i in b])
-            if offsets[-1] != losses.size:
-                raise RuntimeError(f"scored {losses.size} tokens, expected {offsets[-1]} (label layout changed?)")
-            for k, i in enumerate(b):
-                loss_sums[i] = losses[offsets[k] : offsets[k + 1]].sum()
+    loss_sums, counts = packed_loss_sums(model, keep, max_len, progress)
     if was_training:
         model.train()
     return ExampleLosses(
         ids=[r.id for r in keep],
         loss_sums=loss_sums,
-        n_tokens=np.asarray(counts, dtype=float),
+        n_tokens=counts.astype(float),
         truncated=truncated,
         skipped=skipped,
     )
