@@ -86,6 +86,26 @@ def synthetic_conversations(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def fitted_conversations(n: int, seed: int, tok, max_tokens: int) -> list[dict]:
+    """synthetic_conversations, each cut to at most max_tokens templated tokens at a turn boundary
+    (whole trailing turns dropped; a single over-long answer loses words from its end).
+
+    Both tools then train exactly the same tokens: over-long rows are where they differ by design
+    (TRL trains the kept part of an assistant turn cut by truncation; sftlab leaves a cut turn
+    untrained, since its end token is missing), which on uncut data made TRL count ~9% more
+    trained tokens from the same rows and skewed trained tok/s in its favour."""
+    rows = synthetic_conversations(n, seed)
+    for row in rows:
+        msgs = row["messages"]
+        while len(tok.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"]) > max_tokens:
+            if sum(m["role"] == "assistant" for m in msgs) > 1:
+                del msgs[-2:]  # the last user + assistant pair
+            else:
+                words = msgs[-1]["content"].split()
+                msgs[-1]["content"] = " ".join(words[: max(1, len(words) - 8)])
+    return rows
+
+
 # ---- model / tokenizer (identical for both sides) --------------------------------------------------
 def make_tokenizer(kind: str):
     # SmolLM2's tokenizer for both models: realistic token counts (a word is ~1 token); the tiny
@@ -157,9 +177,9 @@ def worker_sftlab(a, extra: dict | None = None) -> dict:
 
     torch.set_num_threads(a.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sftlab-"))
-    rows = synthetic_conversations(a.rows, a.seed)
-    (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     tok = make_tokenizer(a.model)
+    rows = fitted_conversations(a.rows, a.seed, tok, min(a.max_len, a.budget))
+    (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     model = make_model(a.model, tok, a.seed)
     cfg = load_config({
         "model": {"name": "unused-model-passed-in", "template": "auto"},
@@ -186,7 +206,7 @@ def worker_sftlab(a, extra: dict | None = None) -> dict:
     return {
         "trained_tokens": sum(x["trained_tokens"] for x in timed), "real_tokens": sum(real), "seconds": seconds,
         "loss_last": timed[-1]["loss"], "loss_mean": statistics.mean(x["loss"] for x in timed),
-        "eval_loss": eval_loss(model, tok, synthetic_conversations(a.eval_rows, a.seed + 1)),
+        "eval_loss": eval_loss(model, tok, fitted_conversations(a.eval_rows, a.seed + 1, tok, a.max_len)),
         "flops_per_token": flops_per_token(model, mean_pos),
         "examples_per_row": len(ex) / len(data.train),
         "warnings": result.warnings, "nonfinite_skipped": result.nonfinite_skipped_steps,
@@ -203,7 +223,7 @@ def worker_trl(a, best: bool) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-trl-"))
     tok = make_tokenizer(a.model)
     model = make_model(a.model, tok, a.seed)
-    ds = Dataset.from_list(synthetic_conversations(a.rows, a.seed))
+    ds = Dataset.from_list(fitted_conversations(a.rows, a.seed, tok, min(a.max_len, a.budget)))
     args = SFTConfig(
         output_dir=str(tmp), max_steps=a.warmup + a.steps, per_device_train_batch_size=1, gradient_accumulation_steps=1,
         learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0,
@@ -213,7 +233,7 @@ def worker_trl(a, best: bool) -> dict:
         packing=best, gradient_checkpointing=not best,  # TRL's default is True; off in its best CPU setting
         optim="adamw_torch_fused" if best else "adamw_torch",  # fused AdamW, as sftlab uses
     )
-    stamps, tokens, losses = [], [], []
+    stamps, tokens, losses, grad_norms = [], [], [], []
 
     class Clock(TrainerCallback):
         def on_step_end(self, *_a, **_k):
@@ -222,6 +242,7 @@ def worker_trl(a, best: bool) -> dict:
         def on_log(self, _args, _state, _control, logs=None, **_k):
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
+                grad_norms.append(float(logs.get("grad_norm", float("nan"))))
 
     class Counting(SFTTrainer):
         def training_step(self, model, inputs, num_items_in_batch=None):
@@ -239,7 +260,8 @@ def worker_trl(a, best: bool) -> dict:
         "trained_tokens": sum(t for t, _ in timed), "real_tokens": sum(r for _, r in timed),
         "seconds": stamps[-1] - stamps[a.warmup - 1] if a.warmup else float("nan"),
         "loss_last": losses[-1], "loss_mean": statistics.mean(losses[a.warmup :]),
-        "eval_loss": eval_loss(trainer.model, tok, synthetic_conversations(a.eval_rows, a.seed + 1)),
+        "eval_loss": eval_loss(trainer.model, tok, fitted_conversations(a.eval_rows, a.seed + 1, tok, a.max_len)),
+        "grad_norms": grad_norms,
     }
 
 
@@ -249,8 +271,9 @@ def worker_prep_sftlab(a) -> dict:
     from sftlab.render import Renderer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-prep-"))
-    (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synthetic_conversations(a.prep_rows, a.seed)))
     tok = make_tokenizer("smollm2")
+    rows = fitted_conversations(a.prep_rows, a.seed, tok, min(a.max_len, a.budget))
+    (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     t0 = time.perf_counter()
     data = prepare(Renderer(tok), DataConfig(train=[{"path": str(tmp / "data.jsonl")}], max_len=a.max_len, length_policy="truncate",
                                              cache=False),  # cold: no tokenised-data cache hit
@@ -264,8 +287,9 @@ def worker_prep_trl(a, num_proc: int | None = None) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-prep-trl-"))
-    (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synthetic_conversations(a.prep_rows, a.seed)))
     tok = make_tokenizer("smollm2")
+    rows = fitted_conversations(a.prep_rows, a.seed, tok, min(a.max_len, a.budget))
+    (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     args = SFTConfig(output_dir=str(tmp / "out"), packing=True, max_length=a.budget, assistant_only_loss=True, use_cpu=True,
                      bf16=False, report_to=[], dataset_num_proc=num_proc)
     t0 = time.perf_counter()
@@ -332,6 +356,7 @@ def technique_variants(a) -> list[tuple[str, dict, int, dict]]:
         # the two default-on speed paths, switched OFF (baseline has them on)
         ("peft_lora", {}, a.threads, {"fused_lora": False}),
         ("masked_attention", {}, a.threads, {"packed_attention": False}),
+        ("library_mlp", {}, a.threads, {"fused_mlp": False}),
     ]
     wanted = None if a.techniques == "all" else {"baseline", *a.techniques.split(",")}
     unknown = (wanted or set()) - {v[0] for v in every}
@@ -443,7 +468,8 @@ def main() -> None:
                     + " (with --allocators: the value its glibc_tunables variant uses)")
     ap.add_argument("--techniques", nargs="?", const="all", default=None, metavar="LIST",
                     help="sftlab alone, each train.* option against baseline: all (default) or a comma list of "
-                    "checkpointing,compile,autocast_bf16,chunked_loss,threads_1")
+                    "checkpointing,compile,autocast_bf16,chunked_loss,threads_1 and the default-on paths switched off: "
+                    "peft_lora,masked_attention,library_mlp")
     ap.add_argument("--chunk", type=int, default=256, help="train.loss_chunk_tokens of the chunked_loss technique")
     ap.add_argument("--allocators", action="store_true", help="sftlab alone under glibc malloc, GLIBC_TUNABLES and "
                     "jemalloc (LD_PRELOAD, when libjemalloc.so.2 is installed)")

@@ -92,10 +92,12 @@ def test_fused_model_saves_loads_merges_and_deep_copies(tmp_path):
         torch.testing.assert_close(merged(**batch.model_inputs()).logits, ref, atol=1e-5, rtol=1e-4)
 
 
-def test_train_uses_both_speed_paths_by_default_and_they_leave_losses_and_fingerprint_unchanged(tmp_path):
-    """train(): LoRA layers become FusedLoraLinear and packed rows attend per example (seen by a spy
-    on the attention function); switching both off gives the same losses, and the same config
-    fingerprint (a resume is never blocked by them)."""
+def test_train_uses_the_speed_paths_by_default_and_they_leave_losses_and_fingerprint_unchanged(tmp_path):
+    """train(): LoRA layers become FusedLoraLinear, MLP blocks the memory-saving SwiGLU, the loss is
+    chunked (auto) and packed rows attend per example (seen by a spy on the attention function);
+    switching all off gives the same losses, and the same config fingerprint (a resume is never
+    blocked by them)."""
+    import sftlab.loss as loss_mod
     from transformers import AttentionInterface
 
     import sftlab.packed_attention as pa
@@ -104,24 +106,30 @@ def test_train_uses_both_speed_paths_by_default_and_they_leave_losses_and_finger
     from test_reliability_common import losses, run_config
     from tiny import make_tokenizer
 
-    split = []
+    split, chunked = [], []
+    real_chunked = loss_mod.chunked_linear_cross_entropy
+    loss_mod.chunked_linear_cross_entropy = lambda *a, **k: chunked.append(1) or real_chunked(*a, **k)
     pa.register()
     AttentionInterface.register(pa.NAME, lambda m, q, k, v, mask, **kw: split.append(1) or pa.packed_sdpa(m, q, k, v, mask, **kw))
     try:
         runs = {}
         for on in (True, False):
-            cfg = run_config(tmp_path, out=f"on_{on}", max_steps=4, save_every=0, fused_lora=on, packed_attention=on)
+            cfg = run_config(tmp_path, out=f"on_{on}", max_steps=4, save_every=0, fused_lora=on, packed_attention=on,
+                             fused_mlp=on, loss_chunk_tokens="auto" if on else None)
             cfg["lora"] = {"enabled": True, "r": 4, "alpha": 8}
             cfg["train"]["tokens_per_batch"] = 128  # several examples per packed row
             model = make_model()
             result = train(load_config(cfg), model=model, tokenizer=make_tokenizer())
-            kinds = {type(m).__name__ for m in model.modules() if isinstance(m, LoraLinear)}
-            runs[on] = (losses(tmp_path / f"on_{on}"), load_config(cfg).fingerprint(), kinds, len(split), result)
+            kinds = {type(m).__name__ for m in model.modules() if isinstance(m, LoraLinear) or m.__class__.__name__.endswith("MLP")}
+            runs[on] = (losses(tmp_path / f"on_{on}"), load_config(cfg).fingerprint(), kinds, len(split), len(chunked))
             split.clear()
+            chunked.clear()
     finally:
         AttentionInterface.register(pa.NAME, pa.packed_sdpa)
-    (loss_on, fp_on, kinds_on, calls_on, _), (loss_off, fp_off, kinds_off, calls_off, _) = runs[True], runs[False]
-    assert kinds_on == {"FusedLoraLinear"} and kinds_off == {"Linear"}
+        loss_mod.chunked_linear_cross_entropy = real_chunked
+    (loss_on, fp_on, kinds_on, calls_on, ch_on), (loss_off, fp_off, kinds_off, calls_off, ch_off) = runs[True], runs[False]
+    assert kinds_on == {"FusedLoraLinear", "FusedLlamaMLP"} and kinds_off == {"Linear", "LlamaMLP"}
+    assert ch_on >= 4 and ch_off == 0, "every training step's loss went through the chunked function"
     assert calls_on >= 4 * 2 and calls_off == 0, "2 layers x 4 steps through the per-example attention"
     assert fp_on == fp_off
     assert [s for s, _ in loss_on] == [s for s, _ in loss_off] == [1, 2, 3, 4]

@@ -110,6 +110,31 @@ def test_chunked_loss_refuses_a_model_that_post_processes_its_logits():
         summed_loss(model, collate_packed(random_rendered(3, seed=1)), chunk_tokens=4)
 
 
+def test_auto_chunked_loss_falls_back_for_such_a_model_and_chunks_a_plain_one(monkeypatch):
+    """loss_chunk_tokens "auto" (the default): a post-processing model silently takes the standard
+    path (same loss as chunk_tokens=None), a plain model is chunked with AUTO_CHUNK_ELEMENTS logits."""
+    import sftlab.loss as loss_mod
+
+    batch = collate_packed(random_rendered(3, seed=1))
+    scaled = make_model()
+    scaled.register_forward_hook(lambda m, a, out: setattr(out, "logits", out.logits * 2.0) or out)
+    ref, _ = summed_loss(scaled, batch, None)
+    got, _ = summed_loss(scaled, batch, "auto")
+    assert loss_mod.auto_chunk_tokens(scaled) is None, "refused once, remembered"
+    torch.testing.assert_close(got, ref)
+
+    plain = make_model()
+    chunks = []
+    real = loss_mod._linear_ce_chunks
+    monkeypatch.setattr(loss_mod, "_linear_ce_chunks", lambda *a: chunks.append(a[4]) or real(*a))
+    monkeypatch.setattr(loss_mod, "AUTO_CHUNK_ELEMENTS", 400 * 7)  # tiny vocabulary 400: 7 positions per chunk
+    monkeypatch.setattr(loss_mod, "MIN_AUTO_CHUNK", 1)
+    ref, _ = summed_loss(plain, batch, None)
+    got, _ = summed_loss(plain, batch, "auto")
+    assert chunks == [7]
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
+
+
 # ---- gradient checkpointing ------------------------------------------------------------------------
 def _lora_model(seed: int = 0):
     model = add_lora(make_model(seed=seed), r=4, alpha=8, dropout=0.0, target_modules="all-linear")

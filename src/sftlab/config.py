@@ -10,7 +10,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -76,12 +76,13 @@ class TrainConfig(Strict):
     gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward: less memory, ~1 extra forward of compute")
     compile: bool = Field(False, description="torch.compile the model for training; if compiling fails the run warns and continues uncompiled")
     autocast: Literal["off", "bf16"] = Field("off", description="run the training forward under bf16 autocast (CPU or GPU); weights and optimizer stay in model.dtype")
-    loss_chunk_tokens: int | None = Field(None, ge=1, description="lm_head + cross-entropy over this many trained positions at a time, so the [positions, vocab] logits never exist at once (memory); null = all at once")
+    loss_chunk_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field("auto", description="lm_head + cross-entropy over this many trained positions at a time, gradients made right away, so the [positions, vocab] logits and their log-softmax are never kept for the backward (memory; see loss.py); auto = 2^25 logits per chunk (682 positions for a 49k vocabulary) where the model allows it, else the standard path; null = all at once, autograd keeps the log-softmax")
     fused_lora: bool = Field(True, description="LoRA layers add their update with one addmm instead of peft's matmul + multiply + add (same math, faster; see fused_lora.py)")
     packed_attention: bool = Field(True, description="with sdpa, attend within each packed example instead of one masked attention over the whole row (same math, faster; see packed_attention.py)")
+    fused_mlp: bool = Field(True, description="SwiGLU MLP blocks (Llama, Mistral, Qwen2/3) keep 2 instead of 4 [tokens, intermediate] activations for the backward and recompute the rest (same math, less memory; see fused_mlp.py)")
 
 
-SPEED_ONLY_TRAIN_KEYS = ("fused_lora", "packed_attention")
+SPEED_ONLY_TRAIN_KEYS = ("fused_lora", "packed_attention", "fused_mlp")
 
 
 class RunConfig(Strict):
@@ -100,6 +101,10 @@ class RunConfig(Strict):
         # a resume, and runs made before they existed keep their fingerprint
         for key in SPEED_ONLY_TRAIN_KEYS:
             payload["train"].pop(key, None)
+        # loss_chunk_tokens "auto" (the default since 2026-12-02) hashes as null, the old default:
+        # the same loss up to float summation order, so runs made before keep their fingerprint
+        if payload["train"].get("loss_chunk_tokens") == "auto":
+            payload["train"]["loss_chunk_tokens"] = None
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -25,28 +25,38 @@ from __future__ import annotations
 import torch
 
 
+def vanilla_lora_parts(module, x: torch.Tensor, *args, **kwargs):
+    """(base_layer, lora_A, lora_B, scaling) of a peft lora.Linear in the vanilla case, else None:
+    one active adapter, adapters enabled, not merged, no DoRA/variant, no lora bias, no extra
+    forward arguments, x already in the adapter's dtype, lora_B's weight not partitioned
+    (DeepSpeed ZeRO-3 gathers it only when lora_B itself is called, which the fused paths skip)."""
+    adapters = module.active_adapters
+    if args or kwargs or module.disable_adapters or module.merged or len(adapters) != 1:
+        return None
+    name = adapters[0]
+    if name not in module.lora_A or name in module.lora_variant:
+        return None
+    lora_a, lora_b = module.lora_A[name], module.lora_B[name]
+    w = lora_b.weight
+    partitioned = hasattr(w, "ds_id") or w.dim() != 2 or w.shape[1] != lora_a.weight.shape[0]
+    if lora_b.bias is not None or x.dtype != lora_a.weight.dtype or partitioned:
+        return None
+    return module.base_layer, lora_a, lora_b, module.scaling[name]
+
+
 def _fused_class():
     from peft.tuners.lora.layer import Linear
 
     class FusedLoraLinear(Linear):
         def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-            adapters = self.active_adapters
-            if args or kwargs or self.disable_adapters or self.merged or len(adapters) != 1:
+            parts = vanilla_lora_parts(self, x, *args, **kwargs)
+            if parts is None:
                 return super().forward(x, *args, **kwargs)
-            name = adapters[0]
-            if name not in self.lora_A or name in self.lora_variant:
-                return super().forward(x, *args, **kwargs)
-            lora_a, lora_b = self.lora_A[name], self.lora_B[name]
-            w = lora_b.weight
-            # DeepSpeed ZeRO-3 gathers a partitioned weight only when its own module is called, which
-            # this path skips (it reads lora_B.weight directly): such weights go through peft
-            partitioned = hasattr(w, "ds_id") or w.dim() != 2 or w.shape[1] != lora_a.weight.shape[0]
-            if lora_b.bias is not None or x.dtype != lora_a.weight.dtype or partitioned:
-                return super().forward(x, *args, **kwargs)
-            result = self.base_layer(x)
-            h = lora_a(self.lora_dropout[name](x))
-            out = torch.addmm(result.reshape(-1, result.shape[-1]), h.reshape(-1, h.shape[-1]), w.t(),
-                              alpha=self.scaling[name])
+            base, lora_a, lora_b, scaling = parts
+            result = base(x)
+            h = lora_a(self.lora_dropout[self.active_adapters[0]](x))
+            out = torch.addmm(result.reshape(-1, result.shape[-1]), h.reshape(-1, h.shape[-1]), lora_b.weight.t(),
+                              alpha=scaling)
             return out.view(result.shape)
 
     FusedLoraLinear.__name__ = FusedLoraLinear.__qualname__ = "FusedLoraLinear"

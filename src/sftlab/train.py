@@ -9,7 +9,7 @@ gradients over processes. tests/test_train.py checks batch 8 x 1 step == batch 1
 Speed/memory options (train.*; each measured by `benchmarks/bench_train.py --techniques`):
 gradient_checkpointing, compile (falls back to eager with a warning if compiling fails),
 autocast (bf16 forward), loss_chunk_tokens (lm_head + CE in chunks, see loss.py); on by default:
-fused_lora (fused_lora.py), packed_attention (packed_attention.py).
+fused_lora (fused_lora.py), packed_attention (packed_attention.py), fused_mlp (fused_mlp.py).
 tests/test_train_techniques.py checks each gives the gradients / loss of the plain loop.
 """
 
@@ -34,6 +34,7 @@ from sftlab.checkpoint import list_checkpoints, load_checkpoint, remove_stale_te
 from sftlab.config import RunConfig
 from sftlab.errors import SftlabError
 from sftlab.fused_lora import fuse_lora_layers
+from sftlab.fused_mlp import fuse_mlp_layers
 from sftlab.loss import summed_loss
 from sftlab.model import add_lora, count_parameters, load_model, load_tokenizer, save_model
 from sftlab.pack import Batch, PackedDataset
@@ -91,6 +92,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
         model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
     if cfg.train.fused_lora:  # any peft LoRA layers, also those of a model passed in
         fuse_lora_layers(model)
+    if cfg.train.fused_mlp:
+        fuse_mlp_layers(model)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     trainable, total = count_parameters(model)
