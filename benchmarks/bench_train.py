@@ -204,11 +204,12 @@ def worker_sftlab(a, extra: dict | None = None) -> dict:
     ex = data.train.examples
     mean_pos = sum(len(r) * (len(r) - 1) / 2 for r in ex) / sum(len(r) for r in ex)
     return {
-        "trained_tokens": sum(x["trained_tokens"] for x in timed), "real_tokens": sum(real), "seconds": seconds,
+        "trained_tokens": sum(x["trained_tokens"] for x in timed), "real_tokens": sum(real), "seconds": seconds, "steps": len(timed),
         "loss_last": timed[-1]["loss"], "loss_mean": statistics.mean(x["loss"] for x in timed),
         "eval_loss": eval_loss(model, tok, fitted_conversations(a.eval_rows, a.seed + 1, tok, a.max_len)),
         "flops_per_token": flops_per_token(model, mean_pos),
         "examples_per_row": len(ex) / len(data.train),
+        "data_trained": sum(r.n_trained for r in ex), "data_real": sum(len(r) for r in ex),
         "warnings": result.warnings, "nonfinite_skipped": result.nonfinite_skipped_steps,
     }
 
@@ -257,7 +258,7 @@ def worker_trl(a, best: bool) -> dict:
     trainer.train()
     timed = tokens[a.warmup :]
     return {
-        "trained_tokens": sum(t for t, _ in timed), "real_tokens": sum(r for _, r in timed),
+        "trained_tokens": sum(t for t, _ in timed), "real_tokens": sum(r for _, r in timed), "steps": len(timed),
         "seconds": stamps[-1] - stamps[a.warmup - 1] if a.warmup else float("nan"),
         "loss_last": losses[-1], "loss_mean": statistics.mean(losses[a.warmup :]),
         "eval_loss": eval_loss(trainer.model, tok, fitted_conversations(a.eval_rows, a.seed + 1, tok, a.max_len)),
@@ -401,7 +402,8 @@ def run_worker(name: str, a, extra_env: dict, threads: int | None = None, train_
 def run_line(rnd: int, name: str, r: dict, fpt: float) -> str:
     return (f"  round {rnd + 1} {name:14s} {r['trained_tokens'] / r['seconds']:8.1f} trained tok/s "
             f"{r['real_tokens'] / r['seconds']:8.1f} real tok/s  MFU {r['real_tokens'] * fpt / r['seconds'] / r['peak_flops']:6.1%}  "
-            f"rss {r['peak_rss_mb']:.0f} MB  loss {r['loss_mean']:.4f}  eval {r['eval_loss']:.4f}")
+            f"rss {r['peak_rss_mb']:.0f} MB  loss {r['loss_mean']:.4f}  eval {r['eval_loss']:.4f}  "
+            f"trained tok/step {r['trained_tokens'] / max(1, r.get('steps', 1)):.0f}")
 
 
 def medians(results: dict[str, list[dict]], fpt: float) -> dict[str, dict]:
@@ -529,9 +531,14 @@ def main() -> None:
             fpt = r.get("flops_per_token", fpt)  # sftlab's worker counts it; same model + data for all
             print(run_line(rnd, name, r, fpt), flush=True)
     med = medians(results, fpt)
-    print(f"\n{'run':12s} {'trained tok/s':>14s} {'real tok/s':>11s} {'GFLOP/s':>8s} {'MFU':>6s} {'peak RSS MB':>12s} {'train loss':>11s} {'eval loss':>10s}")
+    print(f"\n{'run':12s} {'trained tok/s':>14s} {'real tok/s':>11s} {'share':>6s} {'GFLOP/s':>8s} {'MFU':>6s} {'peak RSS MB':>12s} {'train loss':>11s} {'eval loss':>10s}")
     for n, m in med.items():
-        print(f"{n:12s} {m['tps']:14.1f} {m['rps']:11.1f} {m['flops'] / 1e9:8.2f} {m['mfu']:6.1%} {m['peak_rss_mb']:12.0f} {m['loss_mean']:11.4f} {m['eval_loss']:10.4f}")
+        print(f"{n:12s} {m['tps']:14.1f} {m['rps']:11.1f} {m['tps'] / m['rps']:6.3f} {m['flops'] / 1e9:8.2f} {m['mfu']:6.1%} {m['peak_rss_mb']:12.0f} {m['loss_mean']:11.4f} {m['eval_loss']:10.4f}")
+    if results.get("sftlab"):
+        r0 = results["sftlab"][0]
+        print(f"share = trained / real tokens of the timed steps; of the whole training set it is {r0['data_trained'] / r0['data_real']:.3f} "
+              f"({r0['data_trained']} / {r0['data_real']}), the same data and masks for every run (see the data prep line), so over an "
+              "epoch the trained tok/s ratio equals the real tok/s ratio; the timed steps' ratio differs by which rows they drew")
     print(f"FLOPs/token {fpt / 1e6:.2f} M (model FLOPs, see the module docstring); MFU = real tok/s x FLOPs/token / that round's matmul peak")
     for mine in (n for n in names if n.startswith("sftlab")):
         for n in (n for n in names if n.startswith("trl")):

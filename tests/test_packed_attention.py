@@ -20,7 +20,7 @@ def _pos(*lengths):
 
 def test_example_spans_finds_each_packed_example_and_refuses_anything_else():
     assert example_spans(_pos(3, 2, 4), 9, 9, 1) == [(0, 3), (3, 5), (5, 9)]
-    assert example_spans(_pos(5), 5, 5, 1) is None, "one example: the plain causal kernel"
+    assert example_spans(_pos(5), 5, 5, 1) == [(0, 5)], "one example: one span"
     assert example_spans(_pos(3, 2), 5, 5, 2) is None, "batch > 1 (padded batches)"
     assert example_spans(_pos(3, 2), 1, 5, 1) is None, "decoding with a cache (queries != keys)"
     assert example_spans(torch.tensor([[1, 2, 0, 1]]), 4, 4, 1) is None, "must start at 0"
@@ -67,6 +67,35 @@ def test_packed_attention_equals_masked_sdpa_in_logits_and_gradients(checkpointi
     assert g_packed.keys() == g_masked.keys() and g_packed
     for k in g_packed:
         torch.testing.assert_close(g_packed[k], g_masked[k], atol=1e-6, rtol=1e-4, msg=k)
+
+
+@pytest.mark.parametrize("n_examples", [1, 4])
+def test_query_chunked_attention_of_long_examples_equals_masked_sdpa(monkeypatch, n_examples):
+    """Examples of >= 2 * QUERY_CHUNK tokens attend in query chunks with lower-right causal masks
+    (here QUERY_CHUNK = 3, so every example of >= 6 tokens is chunked, a lone example included)."""
+    import transformers.integrations.sdpa_attention as sdpa_mod
+
+    import sftlab.packed_attention as pa
+
+    monkeypatch.setattr(pa, "QUERY_CHUNK", 3)
+    masked_chunks = []
+    real = sdpa_mod.sdpa_attention_forward
+    monkeypatch.setattr(sdpa_mod, "sdpa_attention_forward",
+                        lambda m, q, k, v, mask, **kw: masked_chunks.append(mask is not None and q.shape[2] < k.shape[2]) or real(m, q, k, v, mask, **kw))
+    model = make_model()
+    model.train()
+    exs = random_rendered(n_examples, seed=7)
+    assert max(len(r) for r in exs) >= 6
+    batch = collate_packed(exs)
+    masked, g_masked = _forward_backward(model, batch, packed=False)
+    masked_chunks.clear()
+    got, g_got = _forward_backward(model, batch, packed=True)
+    # per layer and long example: ceil(len / 3) chunks, all but the first with a mask over a longer key prefix
+    assert sum(masked_chunks) == 2 * sum((len(r) + 2) // 3 - 1 for r in exs if len(r) >= 6) > 0
+    torch.testing.assert_close(got, masked, atol=1e-5, rtol=1e-4)
+    assert g_got.keys() == g_masked.keys() and g_got
+    for k in g_masked:
+        torch.testing.assert_close(g_got[k], g_masked[k], atol=1e-6, rtol=1e-4, msg=k)
 
 
 def test_packed_attention_equals_one_example_at_a_time():
