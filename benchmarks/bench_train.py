@@ -226,7 +226,11 @@ def worker_trl(a, best: bool) -> dict:
     model = make_model(a.model, tok, a.seed)
     ds = Dataset.from_list(fitted_conversations(a.rows, a.seed, tok, min(a.max_len, a.budget)))
     args = SFTConfig(
-        output_dir=str(tmp), max_steps=a.warmup + a.steps, per_device_train_batch_size=1, gradient_accumulation_steps=1,
+        output_dir=str(tmp), max_steps=a.warmup + a.steps, gradient_accumulation_steps=1,
+        # padded batches hold as many examples as sftlab's packed rows do on average (set here: the
+        # Trainer reads the batch size at construction; setting trainer.args later, as this benchmark
+        # did before 2026-12-02, left TRL default at batch 1, i.e. without padding)
+        per_device_train_batch_size=1 if best else a.batch,
         learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0,
         seed=a.seed, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
         bf16=False, assistant_only_loss=True, dataloader_num_workers=0, disable_tqdm=True,
@@ -234,7 +238,7 @@ def worker_trl(a, best: bool) -> dict:
         packing=best, gradient_checkpointing=not best,  # TRL's default is True; off in its best CPU setting
         optim="adamw_torch_fused" if best else "adamw_torch",  # fused AdamW, as sftlab uses
     )
-    stamps, tokens, losses, grad_norms = [], [], [], []
+    stamps, tokens, losses, grad_norms, rows = [], [], [], [], []
 
     class Clock(TrainerCallback):
         def on_step_end(self, *_a, **_k):
@@ -250,11 +254,10 @@ def worker_trl(a, best: bool) -> dict:
             lab = inputs["labels"][..., 1:]  # HF shifts labels inside the loss: position 0 is never a target
             att = inputs.get("attention_mask")
             tokens.append((int((lab != -100).sum()), int(att.sum()) if att is not None else int(inputs["input_ids"].numel())))
+            rows.append(int(inputs["input_ids"].shape[0]))
             return super().training_step(model, inputs, num_items_in_batch)
 
     trainer = Counting(model=model, args=args, train_dataset=ds, processing_class=tok, callbacks=[Clock()])
-    if not best:  # padded batches hold as many examples as sftlab's packed rows do on average
-        trainer.args.per_device_train_batch_size = a.batch
     trainer.train()
     timed = tokens[a.warmup :]
     return {
@@ -262,7 +265,7 @@ def worker_trl(a, best: bool) -> dict:
         "seconds": stamps[-1] - stamps[a.warmup - 1] if a.warmup else float("nan"),
         "loss_last": losses[-1], "loss_mean": statistics.mean(losses[a.warmup :]),
         "eval_loss": eval_loss(trainer.model, tok, fitted_conversations(a.eval_rows, a.seed + 1, tok, a.max_len)),
-        "grad_norms": grad_norms,
+        "grad_norms": grad_norms, "batch_rows": sorted(set(rows)),
     }
 
 
