@@ -135,6 +135,20 @@ def test_auto_chunked_loss_falls_back_for_such_a_model_and_chunks_a_plain_one(mo
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
 
 
+def test_auto_chunked_loss_leaves_a_sharded_head_to_the_standard_path():
+    """ZeRO-3 marks partitioned weights with ds_id (FSDP2 makes them DTensors): the chunked path would
+    read a shard outside the forward, so auto takes the standard path and an explicit size is refused."""
+    import sftlab.loss as loss_mod
+
+    model = make_model()
+    model.lm_head.weight.ds_id = 7
+    batch = collate_packed(random_rendered(3, seed=1))
+    assert loss_mod.auto_chunk_tokens(model) is None
+    torch.testing.assert_close(summed_loss(model, batch, "auto")[0], summed_loss(model, batch, None)[0])
+    with pytest.raises(SftlabError, match="sharded outside the forward"):
+        summed_loss(model, batch, 4)
+
+
 # ---- gradient checkpointing ------------------------------------------------------------------------
 def _lora_model(seed: int = 0):
     model = add_lora(make_model(seed=seed), r=4, alpha=8, dropout=0.0, target_modules="all-linear")

@@ -96,9 +96,19 @@ def _plain_head(model) -> torch.nn.Linear | None:
     from accelerate.utils import extract_model_from_parallel
 
     head = extract_model_from_parallel(model).get_output_embeddings()
-    if type(head) is not torch.nn.Linear or head.weight.numel() == 0:
+    if type(head) is not torch.nn.Linear or _sharded(head.weight):
         return None
     return head
+
+
+def _sharded(w: torch.Tensor) -> bool:
+    """True for a weight that is not whole outside its module's forward: DeepSpeed ZeRO-3 (empty,
+    `ds_id`), FSDP1 (empty after resharding), FSDP2 (a DTensor shard)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed
+        DTensor = ()
+    return w.numel() == 0 or hasattr(w, "ds_id") or isinstance(w, DTensor)
 
 
 def output_head(model) -> torch.nn.Linear:
@@ -114,10 +124,10 @@ def output_head(model) -> torch.nn.Linear:
             f"{type(head).__module__}.{type(head).__name__} (is lm_head in lora.target_modules?). "
             "Set train.loss_chunk_tokens: null, or leave lm_head out of the LoRA targets."
         )
-    if head.weight.numel() == 0:
+    if _sharded(head.weight):
         raise SftlabError(
-            "train.loss_chunk_tokens: the lm_head weight is empty outside the forward (DeepSpeed ZeRO-3 / FSDP "
-            "shard it); chunked loss needs the whole weight. Set train.loss_chunk_tokens: null."
+            "train.loss_chunk_tokens: the lm_head weight is sharded outside the forward (DeepSpeed ZeRO-3 / FSDP); "
+            "chunked loss needs the whole weight. Set train.loss_chunk_tokens: null (or auto, which falls back)."
         )
     return head
 

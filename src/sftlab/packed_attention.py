@@ -9,7 +9,7 @@ causal one does. For five ~100-token examples in a 500-token row that is ~5x the
 `packed_sdpa` is registered with transformers' AttentionInterface under NAME; for a packed row
 (batch 1, no KV cache, positions = a run of 0..n-1 ranges) it calls transformers' own
 sdpa_attention_forward once per example, causal and unmasked, and concatenates. Anything else
-(padded batches, generation with a cache, one example per row, sliding-window or soft-capped
+(padded batches, generation with a cache, a row of one short example, sliding-window or soft-capped
 attention) goes to the plain sdpa path with transformers' mask, unchanged.
 
 Long examples (>= 2 * QUERY_CHUNK tokens, also alone in a row) attend in query chunks: chunk
