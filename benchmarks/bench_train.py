@@ -102,6 +102,8 @@ def fitted_conversations(n: int, seed: int, tok, max_tokens: int) -> list[dict]:
                 del msgs[-2:]  # the last user + assistant pair
             else:
                 words = msgs[-1]["content"].split()
+                if len(words) <= 1:
+                    raise SystemExit(f"--max-len/--budget {max_tokens}: too small for even a one-word answer to a benchmark prompt")
                 msgs[-1]["content"] = " ".join(words[: max(1, len(words) - 8)])
     return rows
 
@@ -357,7 +359,7 @@ def technique_variants(a) -> list[tuple[str, dict, int, dict]]:
         ("autocast_bf16", {}, a.threads, {"autocast": "bf16"}),
         ("chunked_loss", {}, a.threads, {"loss_chunk_tokens": a.chunk}),
         (f"threads_{other_threads}", {}, other_threads, {}),
-        # the two default-on speed paths, switched OFF (baseline has them on)
+        # the default-on speed/memory paths, switched OFF (baseline has them on)
         ("peft_lora", {}, a.threads, {"fused_lora": False}),
         ("masked_attention", {}, a.threads, {"packed_attention": False}),
         ("library_mlp", {}, a.threads, {"fused_mlp": False}),
