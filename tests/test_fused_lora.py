@@ -17,8 +17,9 @@ from test_pack import random_rendered
 from tiny import make_model
 
 
-def _lora(dropout=0.0, seed=0):
-    model = add_lora(make_model(seed=seed), r=4, alpha=8, dropout=dropout, target_modules="all-linear")
+def _lora(dropout=0.0, seed=0, base=None):
+    """LoRA r=4 on every linear of `base` (default: a fresh tiny Llama), lora_B made non-zero."""
+    model = add_lora(base if base is not None else make_model(seed=seed), r=4, alpha=8, dropout=dropout, target_modules="all-linear")
     torch.manual_seed(1)
     for name, p in model.named_parameters():  # B starts at zero: give the adapters something to add
         if "lora_B" in name:

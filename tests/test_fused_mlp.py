@@ -9,8 +9,8 @@ import torch
 
 from sftlab.fused_lora import fuse_lora_layers
 from sftlab.fused_mlp import fuse_mlp_layers, unfuse_mlp_layers
-from sftlab.model import add_lora
 from sftlab.pack import collate_packed
+from test_fused_lora import _lora, _run
 from test_pack import random_rendered
 from tiny import make_model
 
@@ -22,21 +22,9 @@ def _model(lora: bool, dropout: float = 0.0, mlp_bias: bool = False):
             for lin in (layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
                 lin.bias = torch.nn.Parameter(torch.randn(lin.out_features) * 0.1)
     if lora:
-        model = add_lora(model, r=4, alpha=8, dropout=dropout, target_modules="all-linear")
-        torch.manual_seed(1)
-        for name, p in model.named_parameters():  # B starts at zero: give the adapters something to add
-            if "lora_B" in name:
-                torch.nn.init.normal_(p, std=0.05)
+        model = _lora(dropout, base=model)
     model.train()
     return model
-
-
-def _run(model, batch, seed=0):
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(seed)  # same dropout masks for both forwards
-    logits = model(**batch.model_inputs()).logits
-    logits.float().square().mean().backward()
-    return logits.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
 def _assert_same(got, ref):

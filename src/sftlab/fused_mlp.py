@@ -33,6 +33,13 @@ import torch.nn.functional as F
 _SWIGLU_CLASSES = ("LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP")
 
 
+def _silu_mul_input_grads(dp, g, u, silu, need_g: bool, need_u: bool):
+    """(dg, du) of p = silu(g) * u for the gradient dp of p; `silu` = silu(g), already recomputed."""
+    du = dp * silu if need_u else None
+    dg = torch.ops.aten.silu_backward(dp * u, g) if need_g else None
+    return dg, du
+
+
 class _SiluMul(torch.autograd.Function):
     """silu(g) * u, keeping g and u (not silu(g)) for the backward."""
 
@@ -44,9 +51,7 @@ class _SiluMul(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         g, u = ctx.saved_tensors
-        du = dout * F.silu(g) if ctx.needs_input_grad[1] else None
-        dg = torch.ops.aten.silu_backward(dout * u, g) if ctx.needs_input_grad[0] else None
-        return dg, du
+        return _silu_mul_input_grads(dout, g, u, F.silu(g), *ctx.needs_input_grad[:2])
 
 
 class _SwiGLUDown(torch.autograd.Function):
@@ -86,11 +91,7 @@ class _SwiGLUDown(torch.autograd.Function):
             if need_b:
                 grads[5] = (d2.t() @ h).mul_(ctx.scaling)
             dp = torch.addmm(dp, dh, lora_a)
-        dp = dp.view_as(g)
-        if need_u:
-            grads[1] = dp * silu
-        if need_g:
-            grads[0] = torch.ops.aten.silu_backward(dp * u, g)
+        grads[0], grads[1] = _silu_mul_input_grads(dp.view_as(g), g, u, silu, need_g, need_u)
         return tuple(grads)
 
 
