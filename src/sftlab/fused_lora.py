@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import torch
 
+from sftlab import cpu_blas
+
 
 def vanilla_lora_parts(module, x: torch.Tensor, *args, **kwargs):
     """(base_layer, lora_A, lora_B, scaling) of a peft lora.Linear in the vanilla case, else None:
@@ -44,6 +46,60 @@ def vanilla_lora_parts(module, x: torch.Tensor, *args, **kwargs):
     return module.base_layer, lora_a, lora_b, module.scaling[name]
 
 
+def lora_linear_forward(x2, weight, bias, lora_a, lora_b, scaling, out2):
+    """out2 <- x2 W^T + b + s (x2 A^T) B^T for 2-D x2; returns h = x2 A^T ([tokens, r], kept for the
+    backward). W's product goes through cpu_blas (OpenBLAS when active, torch otherwise)."""
+    cpu_blas.matmul(x2, weight.t(), out=out2)
+    if bias is not None:
+        out2.add_(bias)
+    if lora_a is None:
+        return None
+    h = x2 @ lora_a.t()
+    out2.addmm_(h, lora_b.t(), alpha=scaling)
+    return h
+
+
+def lora_linear_backward(d2, x2, weight, lora_a, lora_b, h, scaling, need_x, need_w, need_bias, need_a, need_b):
+    """Gradients (dx, dW, db, dA, dB) of  y = x W^T + b + s (x A^T) B^T  for the 2-D output gradient d2:
+    dx = d2 W + s (d2 B) A,  dW = d2^T x,  db = sum(d2),  dA = s (d2 B)^T x,  dB = s d2^T h.
+    `x2` is only needed for dW / dA; lora_a None means a plain linear layer."""
+    dx = cpu_blas.matmul(d2, weight) if need_x else None
+    dw = cpu_blas.matmul(d2.t(), x2) if need_w else None
+    db = d2.sum(0) if need_bias else None
+    da = dbb = None
+    if lora_a is not None and (need_x or need_a or need_b):
+        dh = (d2 @ lora_b).mul_(scaling)  # [tokens, r]
+        if need_a:
+            da = dh.t() @ x2
+        if need_b:
+            dbb = (d2.t() @ h).mul_(scaling)
+        if need_x:
+            dx.addmm_(dh, lora_a)
+    return dx, dw, db, da, dbb
+
+
+class _LoraLinear(torch.autograd.Function):
+    """A vanilla LoRA linear layer (no dropout) with its base products through cpu_blas; keeps x and h."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling):
+        x2 = x.reshape(-1, x.shape[-1])
+        out = torch.empty(*x.shape[:-1], weight.shape[0], dtype=x.dtype)
+        h = lora_linear_forward(x2, weight, bias, lora_a, lora_b, scaling, out.view(-1, weight.shape[0]))
+        ctx.save_for_backward(x2, weight, lora_a, lora_b, h)
+        ctx.scaling, ctx.x_shape, ctx.has_bias = scaling, x.shape, bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        x2, weight, lora_a, lora_b, h = ctx.saved_tensors
+        need_x, need_w, need_bias, need_a, need_b = ctx.needs_input_grad[:5]
+        dx, dw, db, da, dbb = lora_linear_backward(dout.reshape(-1, dout.shape[-1]), x2, weight, lora_a, lora_b, h,
+                                                   ctx.scaling, need_x, need_w, need_bias and ctx.has_bias,
+                                                   need_a, need_b)
+        return (None if dx is None else dx.view(ctx.x_shape)), dw, db, da, dbb, None
+
+
 def _fused_class():
     from peft.tuners.lora.layer import Linear
 
@@ -53,8 +109,11 @@ def _fused_class():
             if parts is None:
                 return super().forward(x, *args, **kwargs)
             base, lora_a, lora_b, scaling = parts
+            dropout = self.lora_dropout[self.active_adapters[0]]
+            if cpu_blas.active() and type(base) is torch.nn.Linear and type(dropout) is torch.nn.Identity:
+                return _LoraLinear.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight, scaling)
             result = base(x)
-            h = lora_a(self.lora_dropout[self.active_adapters[0]](x))
+            h = lora_a(dropout(x))
             out = torch.addmm(result.reshape(-1, result.shape[-1]), h.reshape(-1, h.shape[-1]), lora_b.weight.t(),
                               alpha=scaling)
             return out.view(result.shape)

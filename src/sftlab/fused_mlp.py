@@ -29,6 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sftlab.fused_lora import lora_linear_backward, lora_linear_forward
+
 # MLP classes whose forward is exactly  down_proj(act_fn(gate_proj(x)) * up_proj(x))
 _SWIGLU_CLASSES = ("LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP")
 
@@ -61,38 +63,23 @@ class _SwiGLUDown(torch.autograd.Function):
     def forward(ctx, g, u, weight, bias, lora_a, lora_b, scaling):
         p = F.silu(g).mul_(u)
         p2 = p.reshape(-1, p.shape[-1])
-        out = F.linear(p2, weight, bias)
-        h = None
-        if lora_a is not None:
-            h = p2 @ lora_a.t()
-            out = torch.addmm(out, h, lora_b.t(), alpha=scaling)
+        out = torch.empty(*p.shape[:-1], weight.shape[0], dtype=p.dtype)
+        h = lora_linear_forward(p2, weight, bias, lora_a, lora_b, scaling, out.view(-1, weight.shape[0]))
         ctx.save_for_backward(g, u, weight, lora_a, lora_b, h)
         ctx.scaling, ctx.has_bias = scaling, bias is not None
-        return out.view(*p.shape[:-1], out.shape[-1])
+        return out
 
     @staticmethod
     def backward(ctx, dout):
         g, u, weight, lora_a, lora_b, h = ctx.saved_tensors
         need_g, need_u, need_w, need_bias, need_a, need_b = ctx.needs_input_grad[:6]
-        d2 = dout.reshape(-1, dout.shape[-1])
         silu = F.silu(g)
-        grads = [None] * 7
-        if need_w or need_a:  # only weight gradients need the product itself
-            p2 = (silu * u).reshape(-1, g.shape[-1])
-            if need_w:
-                grads[2] = d2.t() @ p2
-        if need_bias and ctx.has_bias:
-            grads[3] = d2.sum(0)
-        dp = d2 @ weight
-        if lora_a is not None:
-            dh = (d2 @ lora_b).mul_(ctx.scaling)  # [tokens, r]
-            if need_a:
-                grads[4] = dh.t() @ p2
-            if need_b:
-                grads[5] = (d2.t() @ h).mul_(ctx.scaling)
-            dp = torch.addmm(dp, dh, lora_a)
-        grads[0], grads[1] = _silu_mul_input_grads(dp.view_as(g), g, u, silu, need_g, need_u)
-        return tuple(grads)
+        # only the weight gradients need the product itself
+        p2 = (silu * u).reshape(-1, g.shape[-1]) if need_w or need_a else None
+        dp, dw, db, da, dbb = lora_linear_backward(dout.reshape(-1, dout.shape[-1]), p2, weight, lora_a, lora_b, h,
+                                                   ctx.scaling, True, need_w, need_bias and ctx.has_bias, need_a, need_b)
+        dg, du = _silu_mul_input_grads(dp.view_as(g), g, u, silu, need_g, need_u)
+        return dg, du, dw, db, da, dbb, None
 
 
 def _down_parts(down, x: torch.Tensor):

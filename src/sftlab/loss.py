@@ -26,6 +26,7 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from sftlab import cpu_blas
 from sftlab.pack import IGNORE, Batch
 
 
@@ -181,7 +182,7 @@ def _linear_ce_chunks(hidden, weight, bias, targets, chunk, need_h, need_w, need
     for start in range(0, hidden.size(0), chunk):
         h = hidden[start : start + chunk]
         t = targets[start : start + chunk]
-        logits_lp = F.linear(h, weight, bias)  # autocast (if on) makes this bf16, as in the unchunked path
+        logits_lp = cpu_blas.linear(h, weight, bias)  # autocast (if on) makes this bf16, as in the unchunked path
         # one fused log-softmax pass (logsumexp would make two full-size temporaries), then the
         # logits are dropped: at most two [chunk, V] tensors exist at a time
         lp_dtype = logits_lp.dtype
@@ -196,9 +197,9 @@ def _linear_ce_chunks(hidden, weight, bias, targets, chunk, need_h, need_w, need
         g[rows, t] -= 1.0
         g_lp = g.to(lp_dtype)  # the unchunked backward also sends the logits' gradient in their dtype
         if need_h:
-            grad_h[start : start + chunk] = g_lp @ weight.to(g_lp.dtype)
+            grad_h[start : start + chunk] = cpu_blas.matmul(g_lp, weight.to(g_lp.dtype))
         if need_w:
-            grad_w += (g_lp.t() @ h.to(g_lp.dtype)).float()
+            grad_w += cpu_blas.matmul(g_lp.t(), h.to(g_lp.dtype)).float()
         if need_b:
             grad_b += g.sum(0)
     return loss, grad_h, grad_w, grad_b

@@ -30,6 +30,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from sftlab import cpu_blas
 from sftlab.checkpoint import list_checkpoints, load_checkpoint, remove_stale_temp_folders, save_checkpoint
 from sftlab.config import RunConfig
 from sftlab.errors import SftlabError
@@ -100,6 +101,9 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     if is_main:
         check_free_space(out, model)
     log(f"model: {cfg.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trainable ({'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'})")
+    use_blas, why = cpu_blas.decide(cfg.train.cpu_matmul, model, accelerator.device)
+    if why:
+        log(f"cpu matmul: {'OpenBLAS' if use_blas else 'torch'} ({why})")
 
     # ---- optimisation ---------------------------------------------------------------------------
     world = accelerator.num_processes
@@ -163,6 +167,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     nonfinite_in_a_row = 0
     stopped_early = ""
     bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not is_main, dynamic_ncols=True)
+    blas = cpu_blas.blas_matmuls(use_blas)
+    blas.__enter__()
     try:
         for step in range(start_step, total_steps):
             batches = step_batches(data.train, step, micro_per_step, accelerator.process_index, world)
@@ -235,6 +241,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
                 stopped_early = f"stopped by {stop_requested[0]} after step {done}; resume with --resume"
                 break
     finally:
+        blas.__exit__(None, None, None)
         bar.close()
         restore_handlers(previous_handlers)
 
@@ -242,8 +249,9 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     final_dir = out / "final"
     if not stopped_early:
         if data.eval is not None:
-            eval_loss = evaluate_loss(eager_model, data.eval, accelerator, chunk_tokens=cfg.train.loss_chunk_tokens,
-                                          per_example_attention=cfg.train.packed_attention)
+            with cpu_blas.blas_matmuls(use_blas):
+                eval_loss = evaluate_loss(eager_model, data.eval, accelerator, chunk_tokens=cfg.train.loss_chunk_tokens,
+                                              per_example_attention=cfg.train.packed_attention)
         if is_main:
             save_checkpoint(out, steps_done, accelerator.unwrap_model(model), optimizer, scheduler, meta, cfg.train.keep_checkpoints)
             save_model(accelerator.unwrap_model(model), tokenizer, final_dir)

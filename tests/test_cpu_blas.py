@@ -1,0 +1,154 @@
+"""OpenBLAS products (sftlab.cpu_blas) equal torch's: the split matmul itself, the LoRA linear and
+SwiGLU down projection autograd functions, the chunked lm_head + cross-entropy, and a training
+run; plus the choice of `train.cpu_matmul` and the BLAS thread limit being put back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from threadpoolctl import threadpool_info
+
+from sftlab import cpu_blas
+from sftlab.config import load_config
+from sftlab.errors import SftlabError
+from sftlab.fused_lora import fuse_lora_layers
+from sftlab.fused_mlp import fuse_mlp_layers
+from sftlab.loss import chunked_linear_cross_entropy
+from sftlab.pack import collate_packed
+from sftlab.train import train
+from test_fused_lora import _lora, _run
+from test_fused_mlp import _assert_same
+from test_pack import random_rendered
+from test_reliability_common import losses, run_config
+from tiny import make_model
+
+
+@pytest.fixture
+def np_calls(monkeypatch):
+    """Counts numpy matmuls, so each test shows the OpenBLAS path really ran."""
+    calls = []
+    real = np.matmul
+
+    def counting(*a, **k):
+        calls.append(a[0].shape)
+        return real(*a, **k)
+
+    monkeypatch.setattr(np, "matmul", counting)
+    return calls
+
+
+def _openblas_threads() -> list[int]:
+    return [i["num_threads"] for i in threadpool_info() if i.get("internal_api") == "openblas"]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_matmul_equals_torch_for_splits_transposes_and_out(threads, np_calls, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(200, 48, generator=g), torch.randn(96, 48, generator=g)
+    with cpu_blas.blas_matmuls(True):
+        got = cpu_blas.matmul(a, b.t())  # a transposed (non-contiguous) right operand
+        got_t = cpu_blas.matmul(a.t(), torch.randn(200, 40, generator=g))  # transposed left operand
+        out = torch.empty(200, 96)
+        same = cpu_blas.matmul(a, b.t(), out=out)
+        small = cpu_blas.matmul(a[:10], b.t())  # too few rows to split
+        lin = cpu_blas.linear(a, b, torch.ones(96))
+    torch.testing.assert_close(got, a @ b.t(), atol=1e-4, rtol=1e-5)
+    assert got_t.shape == (48, 40)
+    assert same.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(out, a @ b.t(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(small, a[:10] @ b.t(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(lin, F.linear(a, b, torch.ones(96)), atol=1e-4, rtol=1e-5)
+    parts = min(threads, 200 // cpu_blas.MIN_ROWS_PER_THREAD)
+    # the first product ran as `parts` row blocks (pool threads finish in any order)
+    assert sorted(s[0] for s in np_calls[:parts]) == sorted(200 * (i + 1) // parts - 200 * i // parts for i in range(parts))
+    assert (10, 48) in np_calls, "a small product runs as one call"
+
+
+def test_outside_the_block_and_for_other_dtypes_torch_does_the_product(np_calls):
+    a = torch.randn(64, 8)
+    cpu_blas.matmul(a, a.t())
+    with cpu_blas.blas_matmuls(True):
+        cpu_blas.matmul(a.double(), a.double().t())
+    with cpu_blas.blas_matmuls(False):
+        cpu_blas.matmul(a, a.t())
+    assert np_calls == []
+
+
+def test_blas_threads_are_limited_inside_and_restored_after():
+    before = _openblas_threads()
+    assert before, "numpy's wheel links OpenBLAS"
+    with cpu_blas.blas_matmuls(True):
+        assert set(_openblas_threads()) == {1}
+        assert cpu_blas.active()
+    assert _openblas_threads() == before and not cpu_blas.active()
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_lora_linears_and_swiglu_down_under_openblas_equal_the_library(lora, np_calls):
+    """LoRA model: every linear is a LoRA layer (_LoraLinear) and down_proj runs inside _SwiGLUDown;
+    full fine-tuning: down_proj's weight gradient goes through OpenBLAS. Reference: peft's / the
+    library's own forward with torch products."""
+    model = _lora() if lora else make_model(seed=0)
+    model.train()
+    batch = collate_packed(random_rendered(6, seed=3))
+    assert batch.input_ids.numel() >= 2 * cpu_blas.MIN_ROWS_PER_THREAD, "enough rows to split"
+    ref = _run(model, batch)
+    if lora:
+        fuse_lora_layers(model)
+    fuse_mlp_layers(model)
+    with cpu_blas.blas_matmuls(True):
+        got = _run(model, batch)
+    _assert_same(got, ref)
+    rows = batch.input_ids.numel()
+    assert np_calls and any(s[0] < rows for s in np_calls), "products were split over threads"
+
+
+def test_chunked_cross_entropy_under_openblas_equals_torch(np_calls):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(70, 16, generator=g, requires_grad=True)
+    w = torch.randn(50, 16, generator=g, requires_grad=True)
+    t = torch.randint(0, 50, (70,), generator=g)
+    ref = F.cross_entropy(h @ w.t(), t, reduction="sum")
+    ref.backward()
+    gh, gw = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    with cpu_blas.blas_matmuls(True):
+        got = chunked_linear_cross_entropy(h, w, None, t, 64)
+    got.backward()
+    assert np_calls
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(h.grad, gh, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(w.grad, gw, atol=1e-5, rtol=1e-4)
+
+
+def test_decide(monkeypatch):
+    model = make_model()
+    assert cpu_blas.decide("auto", model, torch.device("cuda")) == (False, "")
+    assert cpu_blas.decide("torch", model, torch.device("cpu"))[0] is False
+    assert cpu_blas.decide("openblas", model, torch.device("cpu"))[0] is True
+    use, why = cpu_blas.decide("auto", model, torch.device("cpu"))
+    assert "GFLOP/s" in why and use == cpu_blas.choose(1, 1)["use"], "calibrated once per process"
+    with pytest.raises(SftlabError, match="fp32"):
+        cpu_blas.decide("openblas", make_model().double(), torch.device("cpu"))
+    assert cpu_blas.decide("auto", make_model().double(), torch.device("cpu"))[0] is False
+    monkeypatch.setattr(cpu_blas, "_unavailable", lambda: "numpy is not linked to OpenBLAS")
+    with pytest.raises(SftlabError, match="not linked to OpenBLAS"):
+        cpu_blas.decide("openblas", model, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_training_with_openblas_gives_the_torch_losses(tmp_path, lora, np_calls):
+    extra = {"lora": {"enabled": True, "r": 4}} if lora else {}
+    runs = {}
+    for mode in ("torch", "openblas"):
+        cfg = run_config(tmp_path, out=mode, max_steps=4, save_every=0, cpu_matmul=mode)
+        cfg.update(extra)
+        train(load_config(cfg))
+        runs[mode] = losses(tmp_path / mode)
+        assert bool(np_calls) == (mode == "openblas")
+    assert [s for s, _ in runs["torch"]] == [1, 2, 3, 4]
+    for (_, a), (_, b) in zip(runs["torch"], runs["openblas"]):
+        assert abs(a - b) < 1e-4 * max(1.0, abs(a))
