@@ -213,7 +213,18 @@ def worker_sftlab(a, extra: dict | None = None) -> dict:
         "examples_per_row": len(ex) / len(data.train),
         "data_trained": sum(r.n_trained for r in ex), "data_real": sum(len(r) for r in ex),
         "warnings": result.warnings, "nonfinite_skipped": result.nonfinite_skipped_steps,
+        "cpu_matmul": cpu_matmul_used(cfg),
     }
+
+
+def cpu_matmul_used(cfg) -> str:
+    """Which BLAS sftlab's train() chose for its linear layers (train.cpu_matmul; cpu_blas.py)."""
+    from sftlab import cpu_blas
+
+    if cfg.train.cpu_matmul != "auto":
+        return cfg.train.cpu_matmul
+    c = cpu_blas.choose(1, 1)  # the process's cached calibration
+    return f"{'openblas' if c['use'] else 'torch'} (calibrated {c['openblas_gflops']} vs {c['torch_gflops']} GFLOP/s)"
 
 
 def worker_trl(a, best: bool) -> dict:
@@ -313,29 +324,38 @@ def worker_prep_trl(a, num_proc: int | None = None) -> dict:
 
 WORKERS = {"sftlab": worker_sftlab, "sftlab_ckpt": lambda a: worker_sftlab(a, {"gradient_checkpointing": True}),
            "prep_trl_np2": lambda a: worker_prep_trl(a, num_proc=2), "trl_default": lambda a: worker_trl(a, False), "trl_best": lambda a: worker_trl(a, True),
-           "prep_sftlab": worker_prep_sftlab, "prep_trl": worker_prep_trl, "matmul_peak": lambda a: {"flops": matmul_peak(a.threads)}}
+           "prep_sftlab": worker_prep_sftlab, "prep_trl": worker_prep_trl, "matmul_peak": lambda a: matmul_peak(a.threads)}
 
 
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 5, min_seconds: float = 0.25) -> float:
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 5, min_seconds: float = 0.25) -> dict:
     """The machine's fp32 matmul rate (FLOP/s): best of `repeats` timings of n x n @ n x n, each
-    timing at least `min_seconds` long, with the runs' thread count."""
+    timing at least `min_seconds` long, with the runs' thread count, for torch (MKL on x86 wheels)
+    and for numpy's OpenBLAS; the peak is the faster of the two (on AMD Zen 2: OpenBLAS, 197 vs 145)."""
+    import numpy as np
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(threads)
+
+    def best_rate(mm, a, b, out) -> float:
+        mm(a, b, out=out)  # warm-up: thread pool start, page faults
+        best = 0.0
+        for _ in range(repeats):
+            done, t0 = 0, time.perf_counter()
+            while True:
+                mm(a, b, out=out)
+                done += 1
+                elapsed = time.perf_counter() - t0
+                if elapsed >= min_seconds:
+                    break
+            best = max(best, 2 * n**3 * done / elapsed)
+        return best
+
     a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
-    torch.matmul(a, b, out=out)  # warm-up: thread pool start, page faults
-    best = 0.0
-    for _ in range(repeats):
-        done, t0 = 0, time.perf_counter()
-        while True:
-            torch.matmul(a, b, out=out)
-            done += 1
-            elapsed = time.perf_counter() - t0
-            if elapsed >= min_seconds:
-                break
-        best = max(best, 2 * n**3 * done / elapsed)
-    return best
+    t = best_rate(torch.matmul, a, b, torch.empty(n, n))
+    with threadpool_limits(limits=threads, user_api="blas"):
+        o = best_rate(np.matmul, a.numpy(), b.numpy(), np.empty((n, n), dtype=np.float32))
+    return {"flops": max(t, o), "torch": t, "openblas": o}
 
 
 # ---- variants of sftlab alone: train.* options, threads, allocators -------------------------------------
@@ -363,6 +383,7 @@ def technique_variants(a) -> list[tuple[str, dict, int, dict]]:
         ("peft_lora", {}, a.threads, {"fused_lora": False}),
         ("masked_attention", {}, a.threads, {"packed_attention": False}),
         ("library_mlp", {}, a.threads, {"fused_mlp": False}),
+        ("torch_matmul", {}, a.threads, {"cpu_matmul": "torch"}),  # MKL instead of the calibrated choice
     ]
     wanted = None if a.techniques == "all" else {"baseline", *a.techniques.split(",")}
     unknown = (wanted or set()) - {v[0] for v in every}
@@ -382,7 +403,12 @@ def allocator_variants(a) -> list[tuple[str, dict, int, dict]]:
 
 
 # ---- parent: alternate runs, aggregate, print -------------------------------------------------------
-PARENT_ONLY = ("worker", "runs", "only", "malloc", "prep_only", "techniques", "allocators", "chunk")
+PARENT_ONLY = ("worker", "runs", "only", "malloc", "prep_only", "techniques", "allocators", "chunk", "omp_env")
+
+
+def omp_env(a) -> dict:
+    """--omp-env "K=V,K2=V2" as a dict: set in every worker (sftlab's and TRL's alike)."""
+    return dict(kv.split("=", 1) for kv in a.omp_env.split(",") if kv) if a.omp_env else {}
 
 
 def run_worker(name: str, a, extra_env: dict, threads: int | None = None, train_extra: dict | None = None) -> dict:
@@ -392,7 +418,8 @@ def run_worker(name: str, a, extra_env: dict, threads: int | None = None, train_
     if train_extra:
         args["train_extra"] = json.dumps(train_extra)
     cmd = [sys.executable, __file__, "--worker", name] + [f"--{k.replace('_', '-')}={v}" for k, v in args.items()]
-    env = {**os.environ, **extra_env, "TQDM_DISABLE": "1"}
+    inherited = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}  # only --omp-env
+    env = {**inherited, **extra_env, "TQDM_DISABLE": "1"}
     if name.startswith("prep_"):  # data preparation runs as users get it: the tokenizers library's default threads
         env.pop("TOKENIZERS_PARALLELISM", None)
     else:  # training: no tokenizer threads competing with torch's
@@ -404,11 +431,19 @@ def run_worker(name: str, a, extra_env: dict, threads: int | None = None, train_
     return out
 
 
+def print_peak(rnd: int, a, env: dict) -> float:
+    p = run_worker("matmul_peak", a, env)
+    print(f"round {rnd + 1}: matmul peak {p['flops'] / 1e9:.1f} GFLOP/s (fp32 2048^3, {a.threads} threads; torch "
+          f"{p['torch'] / 1e9:.1f}, numpy OpenBLAS {p['openblas'] / 1e9:.1f})", flush=True)
+    return p["flops"]
+
+
 def run_line(rnd: int, name: str, r: dict, fpt: float) -> str:
     return (f"  round {rnd + 1} {name:14s} {r['trained_tokens'] / r['seconds']:8.1f} trained tok/s "
             f"{r['real_tokens'] / r['seconds']:8.1f} real tok/s  MFU {r['real_tokens'] * fpt / r['seconds'] / r['peak_flops']:6.1%}  "
             f"rss {r['peak_rss_mb']:.0f} MB  loss {r['loss_mean']:.4f}  eval {r['eval_loss']:.4f}  "
-            f"trained tok/step {r['trained_tokens'] / max(1, r.get('steps', 1)):.0f}")
+            f"trained tok/step {r['trained_tokens'] / max(1, r.get('steps', 1)):.0f}"
+            + (f"  matmul {r['cpu_matmul']}" if r.get("cpu_matmul") else ""))
 
 
 def medians(results: dict[str, list[dict]], fpt: float) -> dict[str, dict]:
@@ -424,11 +459,10 @@ def medians(results: dict[str, list[dict]], fpt: float) -> dict[str, dict]:
 def compare_variants(a, variants: list[tuple[str, dict, int, dict]], title: str) -> None:
     """sftlab alone under each variant, interleaved: every round measures the matmul peak, then runs
     each variant once, starting one later in the list each round (no variant is always first)."""
-    base_env = {"GLIBC_TUNABLES": a.malloc} if a.malloc and title != "allocators" else {}
+    base_env = ({"GLIBC_TUNABLES": a.malloc} if a.malloc and title != "allocators" else {}) | omp_env(a)
     results: dict[str, list[dict]] = {v[0]: [] for v in variants}
     for rnd in range(a.runs):
-        peak = run_worker("matmul_peak", a, base_env)["flops"]
-        print(f"round {rnd + 1}: matmul peak {peak / 1e9:.1f} GFLOP/s (fp32 2048^3, {a.threads} threads)", flush=True)
+        peak = print_peak(rnd, a, base_env)
         k = rnd % len(variants)
         for name, env, threads, extra in variants[k:] + variants[:k]:
             r = run_worker("sftlab", a, {**base_env, **env}, threads, extra) | {"peak_flops": peak}
@@ -476,10 +510,15 @@ def main() -> None:
     ap.add_argument("--techniques", nargs="?", const="all", default=None, metavar="LIST",
                     help="sftlab alone, each train.* option against baseline: all (default) or a comma list of "
                     "checkpointing,compile,autocast_bf16,chunked_loss,threads_1 and the default-on paths switched off: "
-                    "peft_lora,masked_attention,library_mlp")
+                    "peft_lora,masked_attention,library_mlp,torch_matmul")
     ap.add_argument("--chunk", type=int, default=256, help="train.loss_chunk_tokens of the chunked_loss technique")
     ap.add_argument("--allocators", action="store_true", help="sftlab alone under glibc malloc, GLIBC_TUNABLES and "
                     "jemalloc (LD_PRELOAD, when libjemalloc.so.2 is installed)")
+    from sftlab.cli import OMP_ENV_DEFAULTS
+
+    ap.add_argument("--omp-env", default=",".join(f"{k}={v}" for k, v in OMP_ENV_DEFAULTS.items()),
+                    help="OpenMP settings for EVERY worker, sftlab's and TRL's alike (default: what the sftlab command "
+                    "sets, as the benchmark calls train() from Python); '' for none")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--train-extra", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -497,9 +536,10 @@ def main() -> None:
         res["jemalloc_loaded"] = maps.exists() and "libjemalloc" in maps.read_text()
         print(json.dumps(res))
         return
-    env = {"GLIBC_TUNABLES": a.malloc} if a.malloc else {}
+    env = ({"GLIBC_TUNABLES": a.malloc} if a.malloc else {}) | omp_env(a)
     print(f"# bench_train: model={a.model} steps={a.steps} (+{a.warmup} warm-up) runs={a.runs} budget={a.budget} "
-          f"max_len={a.max_len} threads={a.threads} GLIBC_TUNABLES={a.malloc or '(unset)'}", flush=True)
+          f"max_len={a.max_len} threads={a.threads} GLIBC_TUNABLES={a.malloc or '(unset)'} "
+          f"OpenMP env for every worker (sftlab and TRL): {a.omp_env or '(none)'}", flush=True)
     if a.techniques:
         compare_variants(a, technique_variants(a), "techniques")
         return
@@ -526,8 +566,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {n: [] for n in names}
     fpt = float("nan")
     for rnd in range(a.runs):
-        peak = run_worker("matmul_peak", a, env)["flops"]
-        print(f"round {rnd + 1}: matmul peak {peak / 1e9:.1f} GFLOP/s (fp32 2048^3, {a.threads} threads)", flush=True)
+        peak = print_peak(rnd, a, env)
         for name in names:
             if name.startswith("trl") and a.batch is None:  # needs an sftlab run first (the default order)
                 a.batch = max(1, round(results["sftlab"][0]["examples_per_row"])) if results.get("sftlab") else 4
