@@ -152,3 +152,16 @@ def test_training_with_openblas_gives_the_torch_losses(tmp_path, lora, np_calls)
     assert [s for s, _ in runs["torch"]] == [1, 2, 3, 4]
     for (_, a), (_, b) in zip(runs["torch"], runs["openblas"]):
         assert abs(a - b) < 1e-4 * max(1.0, abs(a))
+
+
+@pytest.mark.parametrize("preset", [None, "50"])
+def test_sftlab_command_sets_the_spin_count_unless_the_user_did(preset):
+    """libgomp reads GOMP_SPINCOUNT once, when torch loads: the command sets it first (cpu_blas.py)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | ({"GOMP_SPINCOUNT": preset} if preset else {})
+    code = "import os; from sftlab import cli; cli.main([]); print('SPIN', os.environ.get('GOMP_SPINCOUNT'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
+    assert f"SPIN {preset or '1000'}" in out
