@@ -80,7 +80,7 @@ class TrainConfig(Strict):
     fused_lora: bool = Field(True, description="LoRA layers add their update with one addmm instead of peft's matmul + multiply + add (same math, faster; see fused_lora.py)")
     packed_attention: bool = Field(True, description="with sdpa, attend within each packed example instead of one masked attention over the whole row (same math, faster; see packed_attention.py)")
     fused_mlp: bool = Field(True, description="SwiGLU MLP blocks (Llama, Mistral, Qwen2/3) keep 2 instead of 4 [tokens, intermediate] activations for the backward and recompute the rest (same math, less memory; see fused_mlp.py)")
-    cpu_matmul: Literal["auto", "torch", "openblas"] = Field("auto", description="CPU fp32 training: the BLAS for the linear layers' products (LoRA layers, SwiGLU down projection, lm_head). auto = time both once at start (~0.2 s) and use numpy's OpenBLAS where it is >= 1.1x faster than torch's MKL (AMD CPUs: ~1.25x); torch = always torch; openblas = always OpenBLAS (an error if numpy has none). See cpu_blas.py")
+    cpu_matmul: Literal["auto", "torch", "openblas"] = Field("auto", description="CPU fp32 training: the BLAS for the linear layers' products (LoRA layers, SwiGLU down projection, lm_head). auto = time both once at start (~0.5 s) and use numpy's OpenBLAS where it is >= 1.1x faster than torch's MKL (AMD CPUs: ~1.25x); torch = always torch; openblas = always OpenBLAS (an error if numpy has none). See cpu_blas.py")
 
 
 SPEED_ONLY_TRAIN_KEYS = ("fused_lora", "packed_attention", "fused_mlp", "cpu_matmul")
