@@ -165,3 +165,18 @@ def test_sftlab_command_sets_the_spin_count_unless_the_user_did(preset):
     code = "import os; from sftlab import cli; cli.main([]); print('SPIN', os.environ.get('GOMP_SPINCOUNT'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
     assert f"SPIN {preset or '1000'}" in out
+
+
+def test_under_cpu_autocast_the_products_stay_with_torch(np_calls):
+    """bf16 autocast: the LoRA layers take the torch path (bf16 products), as without OpenBLAS."""
+    model = _lora()
+    model.train()
+    fuse_lora_layers(model)
+    fuse_mlp_layers(model)
+    batch = collate_packed(random_rendered(4, seed=5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = model(**batch.model_inputs()).logits
+        with cpu_blas.blas_matmuls(True):
+            got = model(**batch.model_inputs()).logits
+    assert np_calls == [] and got.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(got, ref)

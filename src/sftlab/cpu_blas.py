@@ -92,7 +92,14 @@ def _stop() -> None:
 
 
 def _usable(*ts: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 2 for t in ts)
+    # under CPU autocast torch's ops would compute in bf16: leave those products to torch
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 2 for t in ts)
+            and not torch.is_autocast_enabled("cpu"))
+
+
+def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True when a linear layer's product x @ weight.T would go through OpenBLAS right now."""
+    return _state["on"] and _usable(x.reshape(-1, x.shape[-1]), weight)
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

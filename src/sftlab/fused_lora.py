@@ -110,7 +110,7 @@ def _fused_class():
                 return super().forward(x, *args, **kwargs)
             base, lora_a, lora_b, scaling = parts
             dropout = self.lora_dropout[self.active_adapters[0]]
-            if cpu_blas.active() and type(base) is torch.nn.Linear and type(dropout) is torch.nn.Identity:
+            if type(base) is torch.nn.Linear and type(dropout) is torch.nn.Identity and cpu_blas.usable(x, base.weight):
                 return _LoraLinear.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight, scaling)
             result = base(x)
             h = lora_a(dropout(x))
