@@ -111,3 +111,23 @@ def test_fused_mlp_keeps_half_the_intermediate_activations(lora):
     after = _kept_intermediate_tensors(model, batch)
     # library: gate(x), up(x), silu(gate(x)) and the product, per layer; fused: gate(x) and up(x)
     assert (before, after) == (8, 4)
+
+
+def test_swiglu_down_keeps_the_inputs_device():
+    """Outputs and gradients are made on the inputs' device (a GPU run must not get CPU tensors);
+    checked on the meta device, which any stray CPU allocation mixes with and fails."""
+    from sftlab.fused_lora import _LoraLinear
+    from sftlab.fused_mlp import _SwiGLUDown
+
+    def meta(*shape):
+        return torch.empty(*shape, device="meta", requires_grad=True)
+
+    g, u, w, a, b = meta(2, 5, 8), meta(2, 5, 8), meta(4, 8), meta(3, 8), meta(4, 3)
+    out = _SwiGLUDown.apply(g, u, w, None, a, b, 2.0)
+    out.sum().backward()
+    assert out.device.type == "meta" and out.shape == (2, 5, 4)
+    assert all(t.grad is not None and t.grad.device.type == "meta" for t in (g, u, w, a, b))
+    x = meta(2, 5, 8)
+    y = _LoraLinear.apply(x, w, None, a, b, 2.0)
+    y.sum().backward()
+    assert y.device.type == "meta" and x.grad.device.type == "meta"

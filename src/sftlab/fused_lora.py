@@ -84,7 +84,7 @@ class _LoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, lora_a, lora_b, scaling):
         x2 = x.reshape(-1, x.shape[-1])
-        out = torch.empty(*x.shape[:-1], weight.shape[0], dtype=x.dtype)
+        out = torch.empty(*x.shape[:-1], weight.shape[0], dtype=x.dtype, device=x.device)
         h = lora_linear_forward(x2, weight, bias, lora_a, lora_b, scaling, out.view(-1, weight.shape[0]))
         ctx.save_for_backward(x2, weight, lora_a, lora_b, h)
         ctx.scaling, ctx.x_shape, ctx.has_bias = scaling, x.shape, bias is not None
