@@ -1,7 +1,7 @@
 """torch's MKL vs numpy's OpenBLAS for the linear layers (train.cpu_matmul), in ONE process.
 
-    GOMP_SPINCOUNT=1000 python benchmarks/bench_cpu_matmul.py              # SmolLM2-135M LoRA r=16, 3 batches x 4 rounds
-    python benchmarks/bench_cpu_matmul.py --rounds 6 --batches 2
+    python benchmarks/bench_cpu_matmul.py              # SmolLM2-135M LoRA r=16, 3 batches x 4 rounds
+    GOMP_SPINCOUNT=300000 python benchmarks/bench_cpu_matmul.py   # libgomp's default spin: OpenBLAS loses
 
 Same model (SmolLM2-135M-Instruct, LoRA r=16 all-linear, sftlab's fused LoRA / MLP paths), same
 packed 512-token batches (bench_train.py's fitted conversations), forward + backward of
@@ -11,8 +11,8 @@ bench_train.py's --techniques runs them, were swamped by host load: matmul peaks
 between rounds). Prints the median seconds per round of each setting and the ratio, checks that
 the losses and the first gradients agree, and prints the process's calibration (cpu_blas.choose).
 
-GOMP_SPINCOUNT matters (cpu_blas.py): without it torch's OpenMP workers spin after every op and
-OpenBLAS loses; the `sftlab` command sets 1000. Set it in the environment for this script.
+GOMP_SPINCOUNT matters (cpu_blas.py): at libgomp's default torch's OpenMP workers spin after every
+op and OpenBLAS loses; `import sftlab` before torch sets 1000 unless it is set, as this script does.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
 
+    import sftlab  # noqa: F401  (first: sets GOMP_SPINCOUNT before torch loads, as users get it)
     import torch
     from accelerate import Accelerator
 

@@ -514,11 +514,9 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=256, help="train.loss_chunk_tokens of the chunked_loss technique")
     ap.add_argument("--allocators", action="store_true", help="sftlab alone under glibc malloc, GLIBC_TUNABLES and "
                     "jemalloc (LD_PRELOAD, when libjemalloc.so.2 is installed)")
-    from sftlab.cli import OMP_ENV_DEFAULTS
-
-    ap.add_argument("--omp-env", default=",".join(f"{k}={v}" for k, v in OMP_ENV_DEFAULTS.items()),
-                    help="OpenMP settings for EVERY worker, sftlab's and TRL's alike (default: what the sftlab command "
-                    "sets, as the benchmark calls train() from Python); '' for none")
+    ap.add_argument("--omp-env", default=None,
+                    help="OpenMP settings for EVERY worker, sftlab's and TRL's alike (default: what `import sftlab` "
+                    "sets before torch loads; the TRL workers never import sftlab before torch); '' for none")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--train-extra", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -529,13 +527,17 @@ def main() -> None:
     a.budget = a.budget or 1024
     a.lr = a.lr or (1e-3 if tiny else 2e-4)
     a.rows = a.rows or max(64, 8 * (a.warmup + a.steps) * 2)  # enough rows that no run wraps an epoch
-    if a.worker:
+    if a.worker:  # training workers import torch before sftlab: their OpenMP env is exactly what the parent passed
         res = WORKERS[a.worker](a)
         res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         maps = Path("/proc/self/maps")  # Linux: proves an LD_PRELOAD-ed allocator is really in the process
         res["jemalloc_loaded"] = maps.exists() and "libjemalloc" in maps.read_text()
         print(json.dumps(res))
         return
+    if a.omp_env is None:
+        from sftlab import OMP_ENV_DEFAULTS  # the parent only: importing sftlab before torch sets them
+
+        a.omp_env = ",".join(f"{k}={v}" for k, v in OMP_ENV_DEFAULTS.items())
     env = ({"GLIBC_TUNABLES": a.malloc} if a.malloc else {}) | omp_env(a)
     print(f"# bench_train: model={a.model} steps={a.steps} (+{a.warmup} warm-up) runs={a.runs} budget={a.budget} "
           f"max_len={a.max_len} threads={a.threads} GLIBC_TUNABLES={a.malloc or '(unset)'} "

@@ -155,16 +155,19 @@ def test_training_with_openblas_gives_the_torch_losses(tmp_path, lora, np_calls)
 
 
 @pytest.mark.parametrize("preset", [None, "50"])
-def test_sftlab_command_sets_the_spin_count_unless_the_user_did(preset):
-    """libgomp reads GOMP_SPINCOUNT once, when torch loads: the command sets it first (cpu_blas.py)."""
+@pytest.mark.parametrize("first", ["sftlab", "torch"])
+def test_import_sftlab_sets_the_spin_count_before_torch_loads_unless_the_user_did(preset, first):
+    """libgomp reads GOMP_SPINCOUNT once, when torch loads (cpu_blas.py): `import sftlab` sets it only
+    while torch is not loaded (setting it later would claim an effect it cannot have)."""
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | ({"GOMP_SPINCOUNT": preset} if preset else {})
-    code = "import os; from sftlab import cli; cli.main([]); print('SPIN', os.environ.get('GOMP_SPINCOUNT'))"
+    code = f"import os, {first}, sftlab.cli; print('SPIN', os.environ.get('GOMP_SPINCOUNT'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
-    assert f"SPIN {preset or '1000'}" in out
+    expected = preset or ("1000" if first == "sftlab" else None)
+    assert f"SPIN {expected}" in out
 
 
 def test_under_cpu_autocast_the_products_stay_with_torch(np_calls):

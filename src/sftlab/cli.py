@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from sftlab.errors import SftlabError
@@ -43,16 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# libgomp's spin-wait after each torch parallel region (300,000 iterations by default) takes the
-# cores from the OpenBLAS threads of cpu_blas.py; 1000 left torch's own speed unchanged and let
-# OpenBLAS run 1.12x faster in SmolLM2 LoRA steps (see cpu_blas.py). Read once, when torch loads.
-OMP_ENV_DEFAULTS = {"GOMP_SPINCOUNT": "1000"}
-
-
 def main(argv: list[str] | None = None) -> int:
-    if "torch" not in sys.modules:
-        for key, value in OMP_ENV_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+    # GOMP_SPINCOUNT for the OpenBLAS path is set on `import sftlab` (sftlab/__init__.py), before torch loads
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -19,9 +19,10 @@ matters: after each parallel region torch's OpenMP (libgomp) workers spin-wait f
 iterations (default 300,000: milliseconds) and take the cores from the OpenBLAS threads. Measured
 on SmolLM2-135M LoRA steps (same batches, alternated in one process): OpenBLAS 0.985x torch at
 GOMP_SPINCOUNT=30000, 1.12x at 100-5000, while torch alone ran at the same speed at 1000 as at the
-default (OMP_WAIT_POLICY=PASSIVE also works but costs torch ~2%). The `sftlab` command therefore
-sets GOMP_SPINCOUNT=1000 unless it is set (libgomp reads it once, when torch loads); Python API
-users set it in the environment before importing torch, or get torch's MKL from the calibration.
+default (OMP_WAIT_POLICY=PASSIVE also works but costs torch ~2%). `import sftlab` therefore sets
+GOMP_SPINCOUNT=1000 unless it is set, if torch is not loaded yet (libgomp reads it once, when torch
+loads; sftlab/__init__.py); a program that loads torch first exports it itself, or gets torch's MKL
+from the calibration.
 
 Used by the fused LoRA linear (fused_lora.py), the SwiGLU down projection (fused_mlp.py) and the
 chunked lm_head + cross-entropy (loss.py) while `blas_matmuls(True)` is active; they call
