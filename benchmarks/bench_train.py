@@ -25,8 +25,8 @@ Loss equality: after training, both models are scored on the same held-out conve
 the same function (sftlab.loss.summed_loss): `eval_loss` must match to within noise.
 
 Model FLOP/s and the fraction of the machine's peak (MFU), printed for every run:
-  peak        fp32 torch.matmul of two 2048x2048 matrices, best of 5 timings, same thread count as
-              the runs, measured at the start of EVERY round (a shared machine's load drifts; each
+  peak        fp32 product of two 2048x2048 matrices, best of 5 timings, same thread count as the
+              runs, the faster of torch.matmul and numpy's OpenBLAS, measured at the start of EVERY round (a shared machine's load drifts; each
               run is divided by its own round's peak).
   FLOPs/token c * N + 6 * N_lora + 12 * L * d * ctx, over every real (non-padding) token processed:
               N      = weights used in matmuls: all parameters except the input embedding, plus the
