@@ -223,7 +223,9 @@ def cpu_matmul_used(cfg) -> str:
 
     if cfg.train.cpu_matmul != "auto":
         return cfg.train.cpu_matmul
-    c = cpu_blas.choose(1, 1)  # the process's cached calibration
+    c = cpu_blas.calibration()
+    if c is None:  # train() on CPU always calibrates under auto
+        raise SystemExit("cpu_matmul auto but no calibration ran in this worker")
     return f"{'openblas' if c['use'] else 'torch'} (calibrated {c['openblas_gflops']} vs {c['torch_gflops']} GFLOP/s)"
 
 

@@ -130,7 +130,8 @@ def test_decide(monkeypatch):
     assert cpu_blas.decide("torch", model, torch.device("cpu"))[0] is False
     assert cpu_blas.decide("openblas", model, torch.device("cpu"))[0] is True
     use, why = cpu_blas.decide("auto", model, torch.device("cpu"))
-    assert "GFLOP/s" in why and use == cpu_blas.choose(1, 1)["use"], "calibrated once per process"
+    assert "GFLOP/s" in why and use == cpu_blas.calibration()["use"] == cpu_blas.choose(1, 1)["use"], \
+        "calibrated once per process"
     with pytest.raises(SftlabError, match="fp32"):
         cpu_blas.decide("openblas", make_model().double(), torch.device("cpu"))
     assert cpu_blas.decide("auto", make_model().double(), torch.device("cpu"))[0] is False

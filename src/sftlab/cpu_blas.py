@@ -160,6 +160,11 @@ def decide(mode: str, model, device: torch.device) -> tuple[bool, str]:
     return choice["use"], choice["reason"]
 
 
+def calibration() -> dict | None:
+    """This process's `choose()` result, or None before any calibration ran."""
+    return _choice
+
+
 # ---- calibration --------------------------------------------------------------------------------
 def choose(hidden: int, intermediate: int, tokens: int = 512, repeats: int = 10) -> dict:
     """Time a [tokens, hidden] x [hidden, intermediate] product (and its transpose) with torch and

@@ -46,17 +46,21 @@ def vanilla_lora_parts(module, x: torch.Tensor, *args, **kwargs):
     return module.base_layer, lora_a, lora_b, module.scaling[name]
 
 
-def lora_linear_forward(x2, weight, bias, lora_a, lora_b, scaling, out2):
-    """out2 <- x2 W^T + b + s (x2 A^T) B^T for 2-D x2; returns h = x2 A^T ([tokens, r], kept for the
-    backward). W's product goes through cpu_blas (OpenBLAS when active, torch otherwise)."""
+def lora_linear_forward(x, weight, bias, lora_a, lora_b, scaling):
+    """(y, h): y = x W^T + b + s (x A^T) B^T, made as a fresh [*x.shape[:-1], out] tensor (not a view, so
+    autograd Functions can return it), and h = x A^T ([tokens, r], kept for the backward; None without
+    LoRA). W's product goes through cpu_blas (OpenBLAS when active, torch otherwise)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    out = torch.empty(*x.shape[:-1], weight.shape[0], dtype=x.dtype, device=x.device)
+    out2 = out.view(-1, weight.shape[0])
     cpu_blas.matmul(x2, weight.t(), out=out2)
     if bias is not None:
         out2.add_(bias)
     if lora_a is None:
-        return None
+        return out, None
     h = x2 @ lora_a.t()
     out2.addmm_(h, lora_b.t(), alpha=scaling)
-    return h
+    return out, h
 
 
 def lora_linear_backward(d2, x2, weight, lora_a, lora_b, h, scaling, need_x, need_w, need_bias, need_a, need_b):
@@ -83,10 +87,8 @@ class _LoraLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_a, lora_b, scaling):
-        x2 = x.reshape(-1, x.shape[-1])
-        out = torch.empty(*x.shape[:-1], weight.shape[0], dtype=x.dtype, device=x.device)
-        h = lora_linear_forward(x2, weight, bias, lora_a, lora_b, scaling, out.view(-1, weight.shape[0]))
-        ctx.save_for_backward(x2, weight, lora_a, lora_b, h)
+        out, h = lora_linear_forward(x, weight, bias, lora_a, lora_b, scaling)
+        ctx.save_for_backward(x.reshape(-1, x.shape[-1]), weight, lora_a, lora_b, h)
         ctx.scaling, ctx.x_shape, ctx.has_bias = scaling, x.shape, bias is not None
         return out
 

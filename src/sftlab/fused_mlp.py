@@ -61,10 +61,7 @@ class _SwiGLUDown(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, g, u, weight, bias, lora_a, lora_b, scaling):
-        p = F.silu(g).mul_(u)
-        p2 = p.reshape(-1, p.shape[-1])
-        out = torch.empty(*p.shape[:-1], weight.shape[0], dtype=p.dtype, device=p.device)
-        h = lora_linear_forward(p2, weight, bias, lora_a, lora_b, scaling, out.view(-1, weight.shape[0]))
+        out, h = lora_linear_forward(F.silu(g).mul_(u), weight, bias, lora_a, lora_b, scaling)
         ctx.save_for_backward(g, u, weight, lora_a, lora_b, h)
         ctx.scaling, ctx.has_bias = scaling, bias is not None
         return out
