@@ -206,6 +206,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
             grad_norm = None
             if cfg.train.max_grad_norm:
                 grad_norm = float(accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm))
+            lr_used = scheduler.get_last_lr()[0]  # the rate this optimizer.step() applies (read before scheduler.step())
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -216,7 +217,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
                 "step": step + 1,
                 "epoch": round((step + 1) / steps_per_epoch, 4),
                 "loss": round(step_loss, 6),
-                "lr": scheduler.get_last_lr()[0],
+                "lr": lr_used,
                 "grad_norm": grad_norm,
                 "trained_tokens": n_step,
                 "trained_tokens_per_s": round(trained_tokens / elapsed, 1),
