@@ -25,11 +25,25 @@ COMMAND_MODULES = [
 ]
 
 
+def version() -> str:
+    """The installed distribution's version (importlib.metadata); the package's own when not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("sftlab")
+    except PackageNotFoundError:
+        from sftlab import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sftlab",
         description="Instruction tuning of language models: data -> curate -> train -> evaluate -> use.",
     )
+    parser.add_argument("--version", action="version", version=f"sftlab {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
