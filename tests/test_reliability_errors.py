@@ -99,6 +99,33 @@ def _changed_data(tmp):
     return _train(tmp, cfg, "--resume")
 
 
+def _output_is_file(tmp):
+    (tmp / "run").write_text("a file")
+    return _train(tmp, _cfg(tmp))
+
+
+def _overwrite_user_files(tmp):
+    cfg = _cfg(tmp)
+    assert main(_train(tmp, cfg)[0]) == 0
+    (tmp / "run" / "notes.txt").write_text("mine")
+    return _train(tmp, cfg, "--overwrite")
+
+
+def _damaged_only_checkpoint(tmp):
+    cfg = _cfg(tmp, train__keep_checkpoints=1)
+    assert main(_train(tmp, cfg)[0]) == 0
+    shutil.rmtree(tmp / "run" / "final")  # as if killed before the final model was written
+    weights = tmp / "run" / "checkpoint-0000001" / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return _train(tmp, cfg, "--resume")
+
+
+def _changed_config(tmp):
+    cfg = _cfg(tmp)
+    assert main(_train(tmp, cfg)[0]) == 0
+    return _train(tmp, cfg, "--resume", "train.lr=5e-3")
+
+
 def _only_bin(tmp):
     folder = tmp / "bin-model"
     folder.mkdir()
@@ -133,7 +160,14 @@ CASES = [
     Case("output_dir not empty, no --resume/--overwrite", _not_empty, ["is not empty", "--resume", "--overwrite"]),
     Case("output_dir that cannot be created (a file in the path)", _output_under_file, ["output folder", "file.txt/run", "is not writable", "Not a directory"]),
     Case("too little free disk for the checkpoints", _no_disk, ["not enough free disk space", "1.0 MiB free", "MiB needed", "AdamW"]),
-    Case("--resume after the data changed", _changed_data, ["cannot resume from", "the data changed since it was saved", "force_resume"]),
+    Case("--resume after the data changed", _changed_data, ["cannot resume from", "the data changed since it was saved", "--force-resume"]),
+    Case("--resume after a config change (the changed keys are named)", _changed_config,
+         ["cannot resume from", "the config changed since it was saved:", "train.lr: 0.01 -> 0.005", "--force-resume", "docs/config.md"]),
+    Case("output_dir that is a file", _output_is_file, ["train.output_dir", "is a file, not a folder", "Fix:"]),
+    Case("--overwrite while output_dir holds files sftlab did not write", _overwrite_user_files,
+         ["sftlab did not write: notes.txt", "nothing was deleted", "move those files"]),
+    Case("--resume when every checkpoint is damaged", _damaged_only_checkpoint,
+         ["no intact checkpoint", "trainable.safetensors has 1000 bytes", "(truncated)", "--overwrite", "new train.output_dir"]),
 ]
 
 
@@ -184,8 +218,8 @@ HEADER = """# Errors beyond data rows: what you see
 
 Bad data rows are in [bad_input.md](bad_input.md). This page lists the other mistakes `sftlab train`
 catches before (or instead of) training: config, model, template, output folder, disk space and
-resume. Each prints one `error: ...` block on stderr (no traceback) and exits with code 2; `$TMP`
-stands for the folder the example ran in. Every row is run by `tests/test_reliability_errors.py`,
+resume (changed config or data, damaged checkpoints). Each prints one `error: ...` block on stderr
+(no traceback) and exits with code 2; `$TMP` stands for the folder the example ran in. Every row is run by `tests/test_reliability_errors.py`,
 which also checks that the messages here are exactly what the code prints (regenerate with
 `python tests/test_reliability_errors.py`).
 
@@ -193,6 +227,17 @@ Not errors: SIGINT/SIGTERM finish the current step, save a checkpoint and exit w
 (`--resume` continues exactly); a non-finite loss skips that step (logged as `step N: non-finite
 loss (nan); step skipped (k in a row)`) and `train.max_nonfinite_steps` in a row stop the run
 (exit code 3, no final model saved).
+
+Not errors either (the run goes on, after a line on stdout): `--resume` with no checkpoint starts from
+step 0 (`--resume: no checkpoint in ...; starting a fresh run from step 0`); `--resume` on a finished
+run changes nothing and exits 0 (`already finished at step N; nothing to do (use --overwrite to train
+again)`); a damaged newest checkpoint (a file whose size or sha256 differs from what its `COMPLETE`
+marker recorded, or that does not load) is skipped with `warning: checkpoint ... is damaged: ...` and
+the run resumes from the newest intact one; a length policy that loses more than 5% of the trained
+tokens prints `warning: data.length_policy ...` with the fix, also kept in run.json (`data.length`,
+`data.length_warning`). `--overwrite` deletes only what sftlab writes in `train.output_dir`
+(`checkpoint-*`, their temp folders, `final/`, `metrics.jsonl`, `run.json`, quickstart's
+`report.html`/`report.json`, ablate's `ablation_variant.json`); any other file stops it (row 21).
 
 | # | case | exit code | what you see (first line; full text below) |
 |---|------|-----------|--------------------------------------------|

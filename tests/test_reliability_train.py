@@ -175,7 +175,7 @@ def test_resume_refuses_changed_data_unless_forced(tmp_path):
     cfg = run_config(tmp_path, max_steps=3)
     train(load_config(cfg))
     write_data(tmp_path / "data" / "train.jsonl", ROWS[:-1])  # one row fewer
-    with pytest.raises(SftlabError, match=r"the data changed since it was saved .* force it with force_resume=True"):
+    with pytest.raises(SftlabError, match=r"(?s)the data changed since it was saved .* pass --force-resume"):
         train(load_config(cfg), resume=True)
     with pytest.raises(SftlabError, match="the config changed since it was saved"):
         train(load_config({**cfg, "train": {**cfg["train"], "max_steps": 5}}), resume=True)

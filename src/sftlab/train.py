@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import shutil
 import signal
 import time
@@ -31,7 +32,8 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from sftlab import cpu_blas
-from sftlab.checkpoint import list_checkpoints, load_checkpoint, remove_stale_temp_folders, save_checkpoint
+from sftlab.checkpoint import (CHECKPOINT_FILES, MARKER, TEMP_PREFIX, Resumed, dumps_json, remove_stale_temp_folders, resume_latest,
+                               save_checkpoint, write_json_atomic)
 from sftlab.config import RunConfig
 from sftlab.errors import SftlabError
 from sftlab.fused_lora import fuse_lora_layers
@@ -78,6 +80,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     renderer = Renderer(tokenizer, train_on=cfg.data.train_on)
     data: Prepared = prepare(renderer, cfg.data, cfg.train, pad_id=tokenizer.pad_token_id or 0)
     log(data.summary())
+    if length_warning := length_loss_warning(data.length_report):
+        log(f"warning: {length_warning}")
 
     # ---- model ----------------------------------------------------------------------------------
     if model is None:
@@ -129,23 +133,22 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     run_warnings: list[str] = []
 
     # ---- resume ---------------------------------------------------------------------------------
-    meta = {"config_fingerprint": cfg.fingerprint(), "data_fingerprint": data.fingerprint}
+    # the config itself travels too, so a refused resume can name the keys that changed
+    meta = {"config_fingerprint": cfg.fingerprint(), "data_fingerprint": data.fingerprint, "config": cfg.model_dump(mode="json")}
     start_step = 0
     if resume and is_main and (stale := remove_stale_temp_folders(out)):
         log(f"removed {len(stale)} half-written checkpoint folder(s) left by an interrupted save: {', '.join(stale)}")
-    if resume and (ckpts := list_checkpoints(out)):
-        state = load_checkpoint(ckpts[-1], accelerator.unwrap_model(model), optimizer, scheduler)
-        for key, value in meta.items():
-            if state.meta.get(key) != value:
-                if force_resume:
-                    log(f"warning: the {key.split('_')[0]} changed since {state.path} was saved ({state.meta.get(key)} -> {value}); resuming anyway (forced)")
-                    continue
-                raise SftlabError(
-                    f"cannot resume from {state.path}: the {key.split('_')[0]} changed since it was saved "
-                    f"({state.meta.get(key)} -> {value}). Use the original config/data, start a new output_dir, or force it with force_resume=True."
-                )
+    # the newest intact checkpoint (damaged ones are named and skipped); None: nothing to resume
+    state = resume_latest(out, accelerator.unwrap_model(model), optimizer, scheduler, log) if resume else None
+    if state is not None:
+        check_resume_meta(state, meta, force_resume, log)
         start_step = state.step
+        if start_step >= total_steps and (out / "final").is_dir():  # a finished run: touch nothing
+            log(f"{out}: already finished at step {start_step}; nothing to do (use --overwrite to train again)")
+            return finished_result(out, start_step)
         log(f"resumed from {state.path} at step {start_step}")
+    elif resume:
+        log(f"--resume: no checkpoint in {out.resolve()}; starting a fresh run from step 0")
     metrics_path = out / "metrics.jsonl"
     nonfinite_skipped = 0
     if is_main:
@@ -259,7 +262,9 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     result = TrainResult(out, final_dir, steps_done, last_loss, eval_loss, trained_tokens, time.time() - started, stopped_early,
                          nonfinite_skipped, run_warnings)
     if is_main:
-        (out / "run.json").write_text(json.dumps({"config": cfg.model_dump(mode="json"), "result": _jsonable(result), "data": data.summary()}, indent=2))
+        if length_warning:
+            result.warnings.insert(0, length_warning)
+        write_json_atomic(out / "run.json", run_record(cfg, result, data, start_step, metrics_path))
         msg = f"done: {steps_done} steps, loss {last_loss:.4f}" + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
         if nonfinite_skipped:
             msg += f", {nonfinite_skipped} step(s) skipped for a non-finite loss"
@@ -392,12 +397,29 @@ def _cpu_processes_launched() -> bool:
 
 
 def check_output_dir(out: Path, *, resume: bool, overwrite: bool, is_main: bool) -> None:
+    """Refuse a file or a used folder; with `overwrite`, delete sftlab's own outputs there (and
+    nothing else: any other file stops the run, named, before anything is deleted)."""
     if not is_main:
         return
-    if out.exists() and any(out.iterdir()) and not resume:
+    if out.exists() and not out.is_dir():
+        raise SftlabError(
+            f"train.output_dir {out.resolve()} is a file, not a folder: sftlab writes checkpoints, metrics.jsonl and "
+            "final/ into a folder there. Fix: set train.output_dir to the path of a new or empty folder, or move that file away."
+        )
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        ours, foreign = sftlab_outputs(out)
+        if foreign and (overwrite or not ours):
+            listed = ", ".join(foreign[:10]) + (f" and {len(foreign) - 10} more" if len(foreign) > 10 else "")
+            raise SftlabError(
+                f"output folder {out.resolve()} holds {len(foreign)} file(s) or folder(s) that sftlab did not write: {listed}. "
+                + ("--overwrite deletes only sftlab's own outputs (checkpoint-*, final/, metrics.jsonl, run.json) and never your files, so nothing was deleted. "
+                   if overwrite else "")
+                + "Fix: move those files out of that folder, or choose another train.output_dir (a new or empty folder)."
+            )
         if not overwrite:
             raise SftlabError(f"output folder {out.resolve()} is not empty: pass --resume to continue that run or --overwrite to replace it")
-        shutil.rmtree(out)
+        for path in ours:  # sftlab_outputs never counts a symlink as ours
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     probe = out / ".write-test"
     try:
         out.mkdir(parents=True, exist_ok=True)  # inside the try: a file in the path raises NotADirectoryError
@@ -405,6 +427,138 @@ def check_output_dir(out: Path, *, resume: bool, overwrite: bool, is_main: bool)
         probe.unlink()
     except OSError as e:
         raise SftlabError(f"output folder {out.resolve()} is not writable: {e}") from e
+
+
+# What sftlab writes into train.output_dir: train (metrics.jsonl, run.json and its temp file, the
+# write probe), quickstart (report.html/json), ablate (ablation_variant.json); checkpoint folders and
+# their temp folders hold only CHECKPOINT_FILES + MARKER; final/ holds what save_model writes.
+RUN_FILES = {"metrics.jsonl", "run.json", ".run.json.tmp", ".write-test", "report.html", "report.json", "ablation_variant.json"}
+FINAL_FILES = {
+    "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+    "adapter_config.json", "adapter_model.safetensors", "README.md",  # peft writes a model card
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+    "chat_template.json", "vocab.json", "vocab.txt", "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+    "preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json",
+}
+_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
+def sftlab_outputs(out: Path) -> tuple[list[Path], list[str]]:
+    """(sftlab's own outputs in `out`, everything else as relative names). A checkpoint or final/
+    folder with anything sftlab does not write inside counts as someone else's (its odd files are
+    named); symlinks are never sftlab's."""
+    ours, foreign = [], []
+    for path in sorted(out.iterdir()):
+        name = path.name
+        if path.is_symlink():
+            foreign.append(name)
+        elif path.is_file() and name in RUN_FILES:
+            ours.append(path)
+        elif path.is_dir() and (re.fullmatch(r"checkpoint-\d+", name) or name.startswith(TEMP_PREFIX) or name == "final"):
+            allowed = (lambda n: n in FINAL_FILES or _SHARD.fullmatch(n)) if name == "final" else (lambda n: n in CHECKPOINT_FILES or n == MARKER)
+            odd = [f"{name}/{p.name}" + ("/" if p.is_dir() else "") for p in sorted(path.iterdir())
+                   if p.is_symlink() or not p.is_file() or not allowed(p.name)]
+            (foreign.extend(odd) if odd else ours.append(path))
+        else:
+            foreign.append(name + ("/" if path.is_dir() else ""))
+    return ours, foreign
+
+
+def check_resume_meta(state: Resumed, meta: dict, force: bool, log) -> None:
+    """Refuse (or, with --force-resume, warn about) a checkpoint saved with another config or data,
+    naming the config keys that changed."""
+    what = []
+    old_fp, new_fp = state.meta.get("config_fingerprint"), meta["config_fingerprint"]
+    if old_fp != new_fp:
+        what.append("the config changed since it was saved" + describe_config_change(state.meta.get("config"), meta["config"], old_fp, new_fp))
+    old_fp, new_fp = state.meta.get("data_fingerprint"), meta["data_fingerprint"]
+    if old_fp != new_fp:
+        what.append(f"the data changed since it was saved (fingerprint {old_fp} -> {new_fp}: the training rows, their order, "
+                    "or the data/template settings now give other tokenized examples)")
+    if not what:
+        return
+    if force:
+        log(f"warning: resuming from {state.path} anyway (--force-resume): " + what[0] + "".join(f"\n    and {w}" for w in what[1:]))
+        return
+    raise SftlabError(
+        f"cannot resume from {state.path}: " + what[0] + "".join(f"\n    and {w}" for w in what[1:]) + "\n"
+        "    fix: resume with the config and data it was saved with (undo those changes), choose a new train.output_dir "
+        "to start a separate run, or pass --force-resume to continue this run with the new settings (every key: docs/config.md)"
+    )
+
+
+def describe_config_change(old: dict | None, new: dict, old_fp: str | None, new_fp: str) -> str:
+    """':\\n    train.lr: 0.0002 -> 0.0001' for each key that changed (keys that do not change the result
+    are left out), or why the keys cannot be named."""
+    from sftlab.config import SPEED_ONLY_TRAIN_KEYS
+
+    if not isinstance(old, dict):
+        return (f" (fingerprint {old_fp} -> {new_fp}; the checkpoint was saved by an older sftlab that did not record "
+                "the config, so the changed keys cannot be listed: compare with run.json or your YAML)")
+    a, b = _flatten(old), _flatten(new)
+    ignore = {"train.output_dir", "train.save_every", "train.keep_checkpoints", *(f"train.{k}" for k in SPEED_ONLY_TRAIN_KEYS)}
+    changed = [k for k in sorted(a.keys() | b.keys()) if a.get(k, "<unset>") != b.get(k, "<unset>")]
+    changed = [k for k in changed if k not in ignore] or changed
+    if not changed:
+        return f" (fingerprint {old_fp} -> {new_fp}, but no key differs: this sftlab version hashes the config differently)"
+    show = lambda v: "(not set)" if v == "<unset>" else json.dumps(v)  # noqa: E731
+    lines = [f"    {k}: {show(a.get(k, '<unset>'))} -> {show(b.get(k, '<unset>'))}" for k in changed[:20]]
+    if len(changed) > 20:
+        lines.append(f"    ... and {len(changed) - 20} more")
+    return ":\n" + "\n".join(lines)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def finished_result(out: Path, step: int) -> TrainResult:
+    """What a finished run reports when resumed again (from its run.json; nothing is written)."""
+    try:
+        saved = json.loads((out / "run.json").read_text()).get("result", {})
+    except (OSError, ValueError, AttributeError):
+        saved = {}
+    loss = saved.get("final_loss")
+    return TrainResult(out, out / "final", step, float("nan") if loss is None else loss, saved.get("eval_loss"),
+                       saved.get("trained_tokens", 0), 0.0, "", saved.get("nonfinite_skipped_steps", 0), [])
+
+
+def length_loss_warning(report, threshold: float = 0.05) -> str:
+    """A warning when the length policy loses more than `threshold` of the trained tokens, with the fix."""
+    lost = report.trained_tokens_in - report.trained_tokens_out
+    if report.trained_tokens_in <= 0 or lost <= threshold * report.trained_tokens_in:
+        return ""
+    fix = "raise data.max_len" + (" or set data.length_policy: split (keeps every piece of a long example)" if report.policy != "split" else "")
+    return (f"data.length_policy '{report.policy}' at data.max_len {report.max_len} loses {lost} of {report.trained_tokens_in} trained tokens "
+            f"({100 * lost / report.trained_tokens_in:.1f}%): {report.too_long} of {report.examples_in} examples are longer than max_len "
+            f"({report.dropped} dropped, {report.truncated} truncated, split into {report.split_into} pieces, "
+            f"{report.partial_turns_untrained} cut assistant turns left untrained). Fix: {fix}.")
+
+
+def run_record(cfg: RunConfig, result: TrainResult, data: Prepared, start_step: int, metrics_path: Path) -> dict:
+    """run.json: config, result, and the data numbers (the length report as numbers, not only text)."""
+    res = _jsonable(result)
+    if not math.isfinite(result.final_loss) and metrics_path.exists():  # no step ran in this session (resumed at the end)
+        lines = [x for x in metrics_path.read_text().splitlines() if x.strip()]
+        res["final_loss"] = json.loads(lines[-1]).get("loss") if lines else None
+    rep = data.length_report
+    length = {k: v for k, v in rep.__dict__.items() if k != "dropped_ids"}
+    length["trained_tokens_lost"] = rep.trained_tokens_in - rep.trained_tokens_out
+    length["trained_tokens_lost_fraction"] = round(length["trained_tokens_lost"] / max(1, rep.trained_tokens_in), 6)
+    length["dropped_ids_first"] = list(rep.dropped_ids[:20])
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "result": res,
+        "resumed_from_step": start_step,  # result.trained_tokens/seconds count this session's steps only
+        "data": {"summary": data.summary(), "fingerprint": data.fingerprint, "length": length,
+                 "length_warning": length_loss_warning(rep) or None},
+    }
 
 
 def check_free_space(out: Path, model) -> None:
@@ -429,7 +583,7 @@ def check_free_space(out: Path, model) -> None:
 
 def append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(dumps_json(record) + "\n")  # strict JSON: a non-finite value (e.g. an inf grad_norm) is null
         f.flush()
 
 
