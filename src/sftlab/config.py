@@ -48,7 +48,8 @@ class DataConfig(Strict):
     train_on: Literal["all_assistant", "last_assistant", "everything"] = Field("all_assistant", description="which tokens get loss; the stop token after each trained turn is always trained")
     max_len: int = Field(1024, ge=8, description="longest example in tokens; longer ones follow length_policy")
     length_policy: Literal["drop", "truncate", "split"] = Field("split", description="what to do with over-long examples (always counted and reported)")
-    packing: bool = Field(True, description="pack examples into rows without padding; false = padded batches")
+    packing: bool = Field(True, description="pack examples into rows without padding; false = padded batches (reshuffled each epoch)")
+    pack_order: Literal["shuffled", "by_length"] = Field("shuffled", description="how packed rows are filled: shuffled = examples placed by best fit in a seeded random order, so each row is a random sample like a random batch (97-99% full); by_length = best-fit-decreasing over the whole set (~99% full, but each row holds examples of alike length: measured worse per epoch, docs/quality.md)")
     on_error: Literal["raise", "skip"] = Field("raise", description="bad rows: stop with all problems listed, or skip them (counted)")
     # exclude=True: not in model_dump, so not in RunConfig.fingerprint: turning the cache on or off
     # changes no result, and must neither block `--resume` nor change existing runs' fingerprints.
@@ -64,7 +65,7 @@ class TrainConfig(Strict):
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="decay after warmup")
     epochs: float = Field(1.0, gt=0, description="passes over the data (fractions allowed)")
     max_steps: int | None = Field(None, ge=1, description="overrides epochs when set")
-    tokens_per_batch: int = Field(4096, ge=16, description="packing budget of one micro-batch (one packed row)")
+    tokens_per_batch: int = Field(4096, ge=16, description="packing budget of one micro-batch (one packed row); an example longer than this (up to data.max_len) gets a row of its own")
     batch_size: int = Field(8, ge=1, description="examples per micro-batch when packing is off")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (per process)")
     max_grad_norm: float | None = Field(1.0, description="gradient clipping; null = off")
@@ -106,6 +107,10 @@ class RunConfig(Strict):
         # the same loss up to float summation order, so runs made before keep their fingerprint
         if payload["train"].get("loss_chunk_tokens") == "auto":
             payload["train"]["loss_chunk_tokens"] = None
+        # data order version 2 (2026-12-02): shuffled packing, padded batches reshuffled each epoch,
+        # rows of tokens_per_batch even below max_len. A run saved before trained on another order,
+        # so resuming it here would not continue the same run: its fingerprint must differ.
+        payload["data_order"] = 2
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

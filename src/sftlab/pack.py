@@ -116,20 +116,28 @@ def apply_length_policy(examples: list[Rendered], max_len: int, policy: LengthPo
     return out, rep
 
 
-def pack_bins(lengths: list[int], budget: int) -> list[list[int]]:
-    """Best-fit-decreasing: indices grouped into bins of total length <= budget.
+def pack_bins(lengths: list[int], budget: int, order: list[int] | None = None) -> list[list[int]]:
+    """Best fit: indices grouped into bins of total length <= budget, each item going to the
+    fullest bin it still fits in (least remaining space).
 
-    Each item goes to the fullest bin it still fits in (least remaining space), so bins end up
-    ~99% full on typical chat length mixes; items are placed longest first.
+    `order=None`: items placed longest first (best-fit-decreasing, ~99% full bins; but the bins
+    then hold examples of alike lengths: the longest few together, the shortest together).
+    `order` given (a shuffled permutation): items placed in that order, so a bin's examples are a
+    random sample like a random batch (PackedDataset's default; 97-99% full on chat length mixes,
+    see tests/test_pack.py). An item longer than `budget` gets a bin of its own (a row of one
+    over-long example, up to data.max_len; PackedDataset counts and reports them).
     """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    remaining: list[int] = []  # sorted remaining capacities
+    if order is None:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    shortest = min(lengths, default=0)
+    remaining: list[int] = []  # sorted remaining capacities of the bins that can still take an item
     bin_of: list[int] = []  # parallel: bin index for each entry of `remaining`
     bins: list[list[int]] = []
     for i in order:
         n = lengths[i]
         if n > budget:
-            raise ValueError(f"example of {n} tokens exceeds the packing budget {budget}; apply the length policy first")
+            bins.append([i])
+            continue
         k = bisect.bisect_left(remaining, n)
         if k < len(remaining):
             cap, b = remaining.pop(k), bin_of.pop(k)
@@ -138,9 +146,10 @@ def pack_bins(lengths: list[int], budget: int) -> list[list[int]]:
             bins.append([])
         bins[b].append(i)
         cap -= n
-        k = bisect.bisect_left(remaining, cap)
-        remaining.insert(k, cap)
-        bin_of.insert(k, b)
+        if cap >= shortest:  # a bin no item can fit into is closed: keeps the search list short
+            k = bisect.bisect_left(remaining, cap)
+            remaining.insert(k, cap)
+            bin_of.insert(k, b)
     return bins
 
 
@@ -197,9 +206,23 @@ def collate_padded(examples: list[Rendered], pad_id: int) -> Batch:
     return Batch(ids, labels, pos, att, B, int(att.sum()))
 
 
+PackOrder = Literal["shuffled", "by_length"]
+
+
 @dataclass
 class PackedDataset:
-    """The training stream: bins of examples, reshuffled each epoch with a seeded RNG."""
+    """The training stream: rows of examples, in a seeded random order each epoch.
+
+    Packed (`padded=False`): rows of <= `budget` tokens made once by best fit. `order="shuffled"`
+    (default) places the examples in a seeded random order, so each row is a random sample of the
+    data, like a random batch; `"by_length"` is best-fit-decreasing over the whole set, whose rows
+    hold examples of alike lengths (and so alike kinds): measured worse per epoch than random
+    batches (benchmarks/bench_quality.py, docs/quality.md). The rows' order is reshuffled each epoch.
+    Padded (`padded=True`): each epoch the examples are reshuffled and cut into batches of
+    `batch_size`, as a shuffling DataLoader does (the same groups every epoch, as consecutive rows
+    of the file, were correlated batches).
+    `bins` (the rows in file order, epoch-independent) serve evaluation, which needs no order.
+    """
 
     examples: list[Rendered]
     budget: int
@@ -207,29 +230,49 @@ class PackedDataset:
     batch_size: int = 1  # examples per batch in padded mode
     pad_id: int = 0
     seed: int = 0
+    order: PackOrder = "shuffled"
     bins: list[list[int]] = field(init=False)
 
     def __post_init__(self) -> None:
+        lengths = [len(r) for r in self.examples]
         if self.padded:
-            order = list(range(len(self.examples)))
-            self.bins = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            idx = list(range(len(self.examples)))
+            self.bins = [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        elif self.order == "shuffled":
+            placement = list(range(len(self.examples)))
+            random.Random(f"sftlab-pack-{self.seed}").shuffle(placement)
+            self.bins = pack_bins(lengths, self.budget, placement)
         else:
-            self.bins = pack_bins([len(r) for r in self.examples], self.budget)
+            self.bins = pack_bins(lengths, self.budget)
+        self.oversize_rows = 0 if self.padded else sum(1 for b in self.bins if len(b) == 1 and lengths[b[0]] > self.budget)
 
     def __len__(self) -> int:
         return len(self.bins)
 
     def epoch_order(self, epoch: int) -> list[int]:
+        """The order of `bins` in `epoch` (packed mode; a pure function of seed and epoch)."""
         order = list(range(len(self.bins)))
         random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
         return order
 
-    def batch(self, bin_index: int) -> Batch:
-        items = [self.examples[i] for i in self.bins[bin_index]]
+    def epoch_rows(self, epoch: int) -> list[list[int]]:
+        """The micro-batches of `epoch` in training order, as lists of example indices.
+        Same count every epoch (len(self)), so the step number alone fixes the data position."""
+        if not self.padded:
+            return [self.bins[i] for i in self.epoch_order(epoch)]
+        idx = list(range(len(self.examples)))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(idx)
+        return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+
+    def collate(self, example_indices: list[int]) -> Batch:
+        items = [self.examples[i] for i in example_indices]
         return collate_padded(items, self.pad_id) if self.padded else collate_packed(items)
+
+    def batch(self, bin_index: int) -> Batch:
+        return self.collate(self.bins[bin_index])
 
     def fill_ratio(self) -> float:
         if self.padded:
             real = sum(len(r) for r in self.examples)
             return real / max(1, sum(max(len(self.examples[i]) for i in b) * len(b) for b in self.bins))
-        return sum(len(r) for r in self.examples) / max(1, self.budget * len(self.bins))
+        return sum(len(r) for r in self.examples) / max(1, sum(max(self.budget, sum(len(self.examples[i]) for i in b)) for b in self.bins))

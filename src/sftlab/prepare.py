@@ -85,7 +85,14 @@ class Prepared:
         tr = self.train
         trained = sum(r.n_trained for r in tr.examples)
         total = sum(len(r) for r in tr.examples)
-        layout = f"{len(tr)} packed rows of <= {tr.budget} tokens (fill {tr.fill_ratio():.1%})" if not tr.padded else f"{len(tr)} padded batches (non-pad {tr.fill_ratio():.1%})"
+        if tr.padded:
+            layout = f"{len(tr)} padded batches of {tr.batch_size} examples, reshuffled each epoch (non-pad {tr.fill_ratio():.1%})"
+        else:
+            layout = (f"{len(tr)} packed rows of <= {tr.budget} tokens (train.tokens_per_batch), examples placed in "
+                      f"{'a seeded random order' if tr.order == 'shuffled' else 'length order'} (data.pack_order: {tr.order}; fill {tr.fill_ratio():.1%})")
+            if tr.oversize_rows:
+                layout += (f"; {tr.oversize_rows} example(s) longer than tokens_per_batch (up to data.max_len {tr.examples and max(len(r) for r in tr.examples)}) "
+                           "have a row of their own: raise train.tokens_per_batch to data.max_len to pack them with others")
         lines.append(f"train: {len(tr.examples)} examples, {total} tokens, {trained} trained ({trained / max(1, total):.1%}); {layout}")
         if self.eval is not None:
             lines.append(f"eval: {len(self.eval.examples)} examples in {len(self.eval)} batches")
@@ -151,8 +158,11 @@ def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id
     rendered, train_status = render_checked(renderer, convs, "render train", cache, check=True)
     statuses = [f"train {train_status}"]
     rendered, length_report = apply_length_policy(rendered, data.max_len, data.length_policy)
-    budget = max(train_cfg.tokens_per_batch, data.max_len)
-    train = PackedDataset(rendered, budget, padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id, seed=train_cfg.seed)
+    # rows hold up to tokens_per_batch tokens; an example longer than that (up to max_len) gets a row
+    # of its own, counted in the summary (the budget used to grow silently to max_len: fewer, bigger steps)
+    budget = train_cfg.tokens_per_batch
+    train = PackedDataset(rendered, budget, padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id,
+                          seed=train_cfg.seed, order=data.pack_order)
     eval_ds = None
     if eval_convs:
         ev, eval_status = render_checked(renderer, eval_convs, "render eval", cache, check=False)
@@ -160,6 +170,7 @@ def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id
         ev, ev_report = apply_length_policy(ev, data.max_len, data.length_policy)
         if ev_report.too_long:
             notes.append("eval " + ev_report.summary())
-        eval_ds = PackedDataset(ev, budget, padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id, seed=0)
+        eval_ds = PackedDataset(ev, max(budget, data.max_len), padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id,
+                                seed=0, order="by_length")  # eval: fewest rows, order irrelevant
     notes.append(f"token cache ({cache_root()}): " + "; ".join(statuses) if cache is not None else "token cache: off (data.cache: false)")
     return Prepared(train, eval_ds, length_report, notes, data_fingerprint(rendered))

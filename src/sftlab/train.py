@@ -305,13 +305,13 @@ def step_batches(ds: PackedDataset, step: int, micro_per_step: int, rank: int, w
     number of micro-batches — an empty one fills a short final step — so DDP collectives match."""
     per_epoch = math.ceil(len(ds) / micro_per_step)
     epoch, k = divmod(step, per_epoch)
-    order = ds.epoch_order(epoch)
-    group = order[k * micro_per_step : (k + 1) * micro_per_step]
+    rows = ds.epoch_rows(epoch)
+    group = rows[k * micro_per_step : (k + 1) * micro_per_step]
     mine = group[rank::world]
-    batches = [ds.batch(i) for i in mine]
+    batches = [ds.collate(r) for r in mine]
     per_process = math.ceil(micro_per_step / world)
     while len(batches) < per_process:
-        batches.append(empty_like(ds.batch(order[0])))
+        batches.append(empty_like(ds.collate(rows[0])))
     return batches
 
 
