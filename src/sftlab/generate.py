@@ -2,13 +2,17 @@
 
 Prompts are rendered by the same Renderer as training, and generation stops at the template's
 end-of-turn token, so what a tuned model learned to emit is exactly what ends its answers here.
+
+`AnswerStream` (what `stream_answer` returns) generates in a background thread and can be stopped
+between two tokens: by `should_stop()` (the server's client-gone and shutdown flags) or by leaving
+the loop early; in both cases the model stops too, it does not run on unseen to max_new_tokens.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -22,11 +26,63 @@ class SamplingParams:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int = 0
+    # OpenAI's additive penalties on tokens already generated (not the prompt), as vLLM applies them:
+    # logit -= frequency_penalty * count + presence_penalty * (count > 0). Both 0 = off.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
 
-    def generate_kwargs(self) -> dict:
+    def generate_kwargs(self, prompt_len: int = 0) -> dict:
+        """`model.generate` keyword arguments. Penalties and biases are applied before temperature and
+        top-p (as OpenAI and vLLM do); transformers runs custom processors after its own, so when any
+        is set, temperature and top-p are passed as processors too, in that order."""
+        procs = []
+        if self.presence_penalty or self.frequency_penalty or self.logit_bias:
+            procs.append(OpenAIPenalties(prompt_len, self.presence_penalty, self.frequency_penalty, self.logit_bias))
+        if not procs:
+            if self.temperature <= 0:
+                return {"do_sample": False}
+            return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
         if self.temperature <= 0:
-            return {"do_sample": False}
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+            return {"do_sample": False, "logits_processor": LogitsProcessorList(procs)}
+        if self.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(self.temperature))
+        if self.top_p < 1.0:
+            procs.append(TopPLogitsWarper(self.top_p))
+        return {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "logits_processor": LogitsProcessorList(procs)}
+
+
+class OpenAIPenalties:
+    """presence/frequency penalties over the generated tokens (ids after `prompt_len`) and logit_bias."""
+
+    def __init__(self, prompt_len: int, presence: float, frequency: float, bias: dict[int, float]):
+        self.prompt_len, self.presence, self.frequency = prompt_len, presence, frequency
+        self.bias_ids = torch.tensor(list(bias), dtype=torch.long)
+        self.bias_values = torch.tensor(list(bias.values()), dtype=torch.float32)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = scores.clone()
+        if len(self.bias_ids):
+            scores[:, self.bias_ids.to(scores.device)] += self.bias_values.to(scores.device, scores.dtype)
+        generated = input_ids[:, self.prompt_len :]
+        if generated.shape[1] and (self.presence or self.frequency):
+            counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+            scores -= self.frequency * counts + self.presence * (counts > 0).to(scores.dtype)
+        return scores
+
+
+def context_length(model) -> int | None:
+    """The most positions the model was built for (prompt + answer), from its config; None if unknown."""
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "get_text_config"):
+        cfg = cfg.get_text_config()
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 @torch.no_grad()
@@ -67,7 +123,7 @@ def generate_batch(
             max_new_tokens=params.max_new_tokens,
             eos_token_id=renderer.stop_token_ids,
             pad_token_id=pad_id,
-            **params.generate_kwargs(),
+            **params.generate_kwargs(prompt_len=width),
         )
         for row, i in enumerate(idx):
             results[i] = decode_answer(tok, out[row, width:].tolist(), renderer.stop_token_ids)
@@ -87,37 +143,93 @@ def decode_answer(tokenizer, new_ids: list[int], stop_ids: list[int]) -> str:
     return tokenizer.decode(new_ids, skip_special_tokens=True).strip()
 
 
-def stream_answer(model, renderer: Renderer, messages: list[dict], params: SamplingParams = SamplingParams()) -> Iterator[str]:
-    """Yield the answer's text piece by piece as it is generated (for chat and the server)."""
-    from transformers import TextIteratorStreamer
+def stream_answer(model, renderer: Renderer, messages: list[dict], params: SamplingParams = SamplingParams(),
+                  should_stop: Callable[[], bool] | None = None) -> AnswerStream:
+    """The answer's text piece by piece as it is generated (for chat and the server): iterate it."""
+    return AnswerStream(model, renderer, renderer.render_prompt(messages), params, should_stop)
 
-    tok = renderer.tokenizer
-    ids = torch.tensor([renderer.render_prompt(messages)])
-    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-    kwargs = dict(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=params.max_new_tokens,
-        eos_token_id=renderer.stop_token_ids,
-        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else renderer.stop_token_id,
-        streamer=streamer,
-        **params.generate_kwargs(),
-    )
-    if params.temperature > 0:
-        torch.manual_seed(params.seed)
-    errors: list[BaseException] = []
 
-    def run():
+class _StopWhen:
+    """A transformers stopping criterion, called after every generated token: records progress in the
+    AnswerStream and stops generation once it is abandoned or its `should_stop()` is true."""
+
+    def __init__(self, stream: AnswerStream):
+        self.stream = stream
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        s = self.stream
+        s.completion_tokens = input_ids.shape[1] - s.prompt_tokens
+        s.last_token = int(input_ids[0, -1])
+        stop = s._abandoned.is_set() or (s.should_stop is not None and bool(s.should_stop()))
+        s.cancelled = s.cancelled or stop
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class AnswerStream:
+    """One answer generated in a background thread; iterating it (once) yields its text pieces.
+
+    Generation ends at an end-of-turn token, after max_new_tokens, or between two tokens once
+    `should_stop()` is true or the consumer leaves the loop (break, close, an exception): the model
+    stops then, the thread is joined. Afterwards: `completion_tokens` (tokens generated, the stop
+    token included) and `finish_reason`: "stop" (end of turn), "length" or "cancelled".
+    The prompt's prefill is one forward pass and cannot be interrupted; every later token can.
+    """
+
+    def __init__(self, model, renderer: Renderer, prompt_ids: list[int], params: SamplingParams,
+                 should_stop: Callable[[], bool] | None = None):
+        self.model, self.renderer, self.prompt_ids, self.params = model, renderer, list(prompt_ids), params
+        self.should_stop = should_stop
+        self.prompt_tokens = len(self.prompt_ids)
+        self.completion_tokens = 0
+        self.last_token: int | None = None
+        self.cancelled = False
+        self.finish_reason: str | None = None
+        self._abandoned = threading.Event()
+        self._started = False
+
+    def __iter__(self) -> Iterator[str]:
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        if self._started:
+            raise RuntimeError("an AnswerStream can be iterated only once")
+        self._started = True
+        tok = self.renderer.tokenizer
+        ids = torch.tensor([self.prompt_ids])
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=self.params.max_new_tokens,
+            eos_token_id=self.renderer.stop_token_ids,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else self.renderer.stop_token_id,
+            streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([_StopWhen(self)]),
+            **self.params.generate_kwargs(prompt_len=len(self.prompt_ids)),
+        )
+        errors: list[BaseException] = []
+
+        def run():
+            try:
+                if self.params.temperature > 0:
+                    torch.manual_seed(self.params.seed)
+                with torch.no_grad():
+                    self.model.generate(**kwargs)
+            except BaseException as e:  # surfaced in the consumer's thread below
+                errors.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True, name="sftlab-generate")
+        thread.start()
         try:
-            with torch.no_grad():
-                model.generate(**kwargs)
-        except BaseException as e:  # surfaced in the caller's thread below
-            errors.append(e)
-            streamer.end()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    yield from streamer
-    thread.join()
-    if errors:
-        raise errors[0]
+            yield from streamer
+        finally:
+            self._abandoned.set()  # no effect once generation has ended; stops it otherwise
+            thread.join()
+            if self.last_token is not None and self.last_token in self.renderer.stop_token_ids:
+                self.finish_reason = "stop"
+            elif self.cancelled:
+                self.finish_reason = "cancelled"
+            else:
+                self.finish_reason = "length"
+        if errors:
+            raise errors[0]
