@@ -1,12 +1,47 @@
 """`sftlab serve MODEL`: an OpenAI-compatible chat server for one model (FastAPI + uvicorn).
 
-    POST /v1/chat/completions   messages, temperature, top_p, max_tokens, stop, seed, stream; n=1 only
+    POST /v1/chat/completions   see "Parameters" below
     GET  /v1/models
+    GET  /health                {"status", "generating", "waiting"}; needs no API key
 
-Requests are accepted concurrently, but generation runs one request at a time under a lock:
-one model on CPU gains nothing from interleaving and would need one KV cache per request.
+Scheduling: one generation at a time, a bounded queue, everything else always answered.
+  - Generation runs in its own thread, one request at a time: one model on a CPU (or one small
+    GPU) gains nothing from interleaving requests, and batching them would need a KV cache per
+    request; one at a time also keeps `seed` reproducible (sampling uses torch's global RNG).
+  - A generation request arriving while one runs waits its turn, first come first served, for at
+    most --queue-timeout seconds, and at most --max-waiting requests wait; beyond either it gets
+    503 "server busy" with Retry-After (OpenAI clients and `sftlab eval --endpoint` retry those).
+    A client that gives up while waiting leaves the queue. Without the bound one slow client could
+    park any number of requests (and threads, sockets, memory) behind it.
+  - /v1/models and /health never wait for the generation slot.
+Bounded work per request: prompt + max_tokens must fit the model's context
+(max_position_embeddings); a prompt that alone fills it, or a max_tokens that does not fit, is a
+400 with the numbers (as OpenAI and vLLM do), and without max_tokens the answer is at most
+--max-tokens (default 512) or what fits.
+Stopping: generation checks, between every two tokens, whether its client disconnected or closed
+the stream, whether a stop string was seen, and whether the server is shutting down (SIGINT or
+SIGTERM); any of them ends it at once, so the slot is free again and shutdown takes about one
+token's time instead of waiting for max_tokens.
+Prompts: message text containing one of the tokenizer's special-token strings (e.g. "<|im_end|>")
+is refused with 400, exactly as training refuses it (render.py): it would be read as a real control
+token and let a user fake a turn boundary or a system message.
+
+Parameters. Honoured: model (informational: the one loaded model answers), messages (system,
+developer = system, user, assistant; text content or text parts), temperature, top_p, max_tokens,
+max_completion_tokens, stop, seed, n (=1), stream, stream_options.include_usage,
+presence_penalty and frequency_penalty (OpenAI's additive penalties over generated tokens, not
+mapped to transformers' multiplicative repetition_penalty), logit_bias. Without `seed` every
+request samples with a fresh random seed; the same seed gives the same text.
+Refused with 400 because ignoring them would change what the client gets: n > 1, tools/functions
+and tool_choice/function_call other than none, logprobs/top_logprobs, response_format other than
+text, audio output. Accepted and ignored (they do not change the text), named in the response's
+"warnings" list: user, metadata, store, service_tier, parallel_tool_calls, prediction,
+reasoning_effort, a message's name. Any other parameter is a 400 (a typo is not silently ignored).
+
 Errors use OpenAI's shape: {"error": {"message", "type", "param", "code"}}, so clients such as
 the official `openai` package raise their usual exceptions with our message.
+One log line per request on stderr: time, method, path, status, prompt and completion tokens,
+finish reason, seconds (never message content). Status 499: the client went away first.
 Bound to 127.0.0.1 by default; any other host prints a warning (and a second one without --api-key).
 """
 
@@ -14,26 +49,46 @@ Bound to 127.0.0.1 by default; any other host prints a warning (and a second one
 import asyncio
 import hmac
 import json
+import secrets
 import socket
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+DEFAULT_MAX_TOKENS = 512
+DEFAULT_MAX_WAITING = 16
+DEFAULT_QUEUE_TIMEOUT_S = 120.0
+# A model whose config names no context length (rare) still gets a bound on each answer.
+UNKNOWN_CONTEXT_MAX_TOKENS = 4096
+# How often a waiting request or a running one checks for a disconnect / shutdown.
+POLL_S = 0.1
+# uvicorn's backstop: after a signal, requests still open after this many seconds are cancelled.
+GRACEFUL_SHUTDOWN_S = 5
+IGNORED_PARAMS = ("user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "reasoning_effort")
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant"]
     content: str | list[dict[str, Any]]
     name: str | None = None
+    # what the openai client puts on an assistant message it returned, when sent back as history:
+    # accepted empty, refused when set (see ChatEngine._check_refused)
+    refusal: str | None = None
+    tool_calls: list[Any] | None = None
+    function_call: Any = None
+    annotations: list[Any] | None = None
+    audio: Any = None
 
     @field_validator("content")
     @classmethod
@@ -61,19 +116,48 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     n: int = 1
     stream: bool = False
-    seed: int | None = None
-    user: str | None = None
     stream_options: dict[str, Any] | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = None
+    # refused unless empty / off (ChatEngine._check_refused)
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    audio: Any = None
+    # accepted, ignored, named in "warnings"
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    parallel_tool_calls: bool | None = None
+    prediction: Any = None
+    reasoning_effort: str | None = None
+
+
+SUPPORTED_PARAMS = ("model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "n",
+                    "stream", "stream_options", "seed", "presence_penalty", "frequency_penalty", "logit_bias")
 
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = headers
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready (logged as status 499)."""
 
 
 class StopMatcher:
@@ -104,63 +188,330 @@ class StopMatcher:
         return out
 
 
-class ChatEngine:
-    """The model, its renderer and the generation lock."""
+class GenerationSlot:
+    """One generation at a time; up to `max_waiting` requests wait for it, first come first served,
+    each for at most `timeout_s`. Lives on the event loop: acquire() there; release() is handed to
+    the loop by the generation thread when it ends (call_soon_threadsafe)."""
 
-    def __init__(self, model, tokenizer, model_name: str, default_max_tokens: int = 512):
+    def __init__(self, max_waiting: int, timeout_s: float):
+        self.max_waiting, self.timeout_s = max_waiting, timeout_s
+        self.busy = False
+        self.waiters: deque[asyncio.Future] = deque()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def acquire(self, gone: Callable[[], Awaitable[bool]], shutdown: threading.Event) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # a new server (tests reuse an app): start from a clean state
+            self.loop, self.busy, self.waiters = loop, False, deque()
+        if shutdown.is_set():
+            raise _shutting_down()
+        if not self.busy:
+            self.busy = True
+            return
+        if len(self.waiters) >= self.max_waiting:
+            raise ApiError(503, f"server busy: a generation is running and {len(self.waiters)} requests are already "
+                                f"waiting (the limit, `sftlab serve --max-waiting`); retry later",
+                           "server_error", code="server_busy", headers={"Retry-After": "1"})
+        fut = loop.create_future()
+        self.waiters.append(fut)
+        deadline = loop.time() + self.timeout_s
+        try:
+            while not fut.done():
+                await asyncio.wait([fut], timeout=POLL_S)
+                if fut.done():
+                    break
+                if shutdown.is_set():
+                    raise _shutting_down()
+                if await gone():
+                    raise ClientGone()
+                if loop.time() >= deadline:
+                    raise ApiError(503, f"server busy: waited {self.timeout_s:g} s for the running generation(s) to "
+                                        "finish (`sftlab serve --queue-timeout`); retry later",
+                                   "server_error", code="server_busy", headers={"Retry-After": "1"})
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed to us just as we gave up: pass it on
+            else:
+                fut.cancel()
+                self.waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # ownership passes straight to the next in line
+                return
+        self.busy = False
+
+
+def _shutting_down() -> ApiError:
+    return ApiError(503, "the server is shutting down; the generation was not run or was stopped",
+                    "server_error", code="shutting_down")
+
+
+@dataclass
+class Prepared:
+    """A validated request, ready to generate."""
+
+    prompt_ids: list[int]
+    params: Any  # sftlab.generate.SamplingParams
+    stops: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+class Job:
+    """One generation running in its own thread; its results go to `queue` on the event loop as
+    ("text", str) ..., then ("end", finish_reason) or ("error", exception)."""
+
+    def __init__(self, engine: "ChatEngine", prepared: Prepared, loop: asyncio.AbstractEventLoop):
+        self.engine, self.prepared, self.loop = engine, prepared, loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.cancel = threading.Event()  # set by the request side: client gone, handler ended
+        self.stream = None  # the AnswerStream, once started
+        self.finish_reason: str | None = None
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.stream.completion_tokens if self.stream is not None else 0
+
+    def _put(self, item) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    def run(self) -> None:
+        from sftlab.generate import AnswerStream
+
+        engine = self.engine
+        try:
+            self.stream = AnswerStream(engine.model, engine.renderer, self.prepared.prompt_ids, self.prepared.params,
+                                       should_stop=lambda: self.cancel.is_set() or engine.shutdown.is_set())
+            matcher = StopMatcher(self.prepared.stops)
+            for piece in self.stream:
+                out = matcher.feed(piece)
+                if out:
+                    self._put(("text", out))
+                if matcher.stopped:
+                    break  # leaving the loop stops the model (AnswerStream)
+            tail = matcher.flush()
+            if tail:
+                self._put(("text", tail))
+            reason = "stop" if matcher.stopped else self.stream.finish_reason
+            if reason == "cancelled" and engine.shutdown.is_set() and not self.cancel.is_set():
+                reason = "shutdown"
+            self.finish_reason = reason
+            self._put(("end", reason))
+        except BaseException as e:  # reported to the client
+            self.finish_reason = "error"
+            self._put(("error", e))
+        finally:
+            with engine.counter_lock:
+                engine.running -= 1
+            try:
+                self.loop.call_soon_threadsafe(engine.slot.release)
+            except RuntimeError:
+                pass
+
+    async def next_item(self, is_disconnected: Callable[[], Awaitable[bool]]):
+        """The next item; ("gone",) after the client disconnected (and the generation was told to stop)."""
+        while True:
+            try:
+                return await asyncio.wait_for(self.queue.get(), POLL_S)
+            except asyncio.TimeoutError:
+                if await is_disconnected():
+                    self.cancel.set()
+                    return ("gone",)
+
+
+class ChatEngine:
+    """The model, its renderer, request validation and the generation slot."""
+
+    def __init__(self, model, tokenizer, model_name: str, default_max_tokens: int = DEFAULT_MAX_TOKENS,
+                 max_waiting: int = DEFAULT_MAX_WAITING, queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S):
+        from sftlab.generate import context_length
         from sftlab.render import Renderer
 
         self.model = model
         self.renderer = Renderer(tokenizer)
         self.model_name = model_name
         self.default_max_tokens = default_max_tokens
-        self.lock = threading.Lock()
+        self.context = context_length(model)
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.vocab_size = getattr(cfg, "vocab_size", None) or len(tokenizer)
+        self.slot = GenerationSlot(max_waiting, queue_timeout_s)
+        self.shutdown = threading.Event()  # set on SIGINT/SIGTERM (serve) or by the embedding program
+        self.running = 0  # generation threads alive
+        self.counter_lock = threading.Lock()
 
-    def generate(self, req: ChatRequest) -> Iterator[tuple[str, str | None]]:
-        """Yields (text piece, None) ..., then ("", finish_reason). Must be consumed under self.lock."""
-        from sftlab.generate import SamplingParams, stream_answer
+    # ---- validation -------------------------------------------------------------------------
+    def prepare(self, req: ChatRequest) -> Prepared:
+        """Check a request and render its prompt; raises ApiError (400) with what to change."""
+        from sftlab.errors import TemplateError
+        from sftlab.generate import SamplingParams
 
-        max_tokens = req.max_completion_tokens or req.max_tokens or self.default_max_tokens
-        params = SamplingParams(max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed or 0)
-        messages = [{"role": m.role, "content": m.content} for m in req.messages]
+        self._check_refused(req)
+        warnings = [f"parameter '{p}' is ignored by this server" for p in IGNORED_PARAMS if getattr(req, p) is not None]
+        messages = []
+        for i, m in enumerate(req.messages):
+            found = next((t for t in self.renderer.special_strings if t in m.content), None)
+            if found is not None:  # as training does (Renderer.check_no_special_tokens): refused
+                raise ApiError(400, f"messages[{i}] ({m.role}) contains {found!r}, a special token of this model's "
+                                    "tokenizer; it would be read as a real control token (a fake turn boundary), so "
+                                    "it is refused, as in training. Remove it or write it differently.",
+                               param=f"messages[{i}].content", code="special_token_in_content")
+            if m.name is not None:
+                warnings.append(f"messages[{i}].name is ignored (the chat template has no field for it)")
+            messages.append({"role": "system" if m.role == "developer" else m.role, "content": m.content})
+        try:
+            prompt_ids = self.renderer.render_prompt(messages)
+        except TemplateError as e:
+            raise ApiError(400, f"the model's chat template refused these messages: {e}", param="messages") from e
+        max_tokens = self._max_tokens(req, len(prompt_ids))
+        bias = self._logit_bias(req.logit_bias)
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        matcher = StopMatcher(stops)
-        produced = []
-        # The generator is consumed to the end even after a stop string: stream_answer's worker
-        # thread keeps generating until max_tokens or end-of-turn, and must finish under the lock.
-        for piece in stream_answer(self.model, self.renderer, messages, params):
-            produced.append(piece)
-            out = matcher.feed(piece)
-            if out:
-                yield out, None
-        tail = matcher.flush()
-        if tail:
-            yield tail, None
-        if matcher.stopped:
-            reason = "stop"
-        else:
-            # "length" when the answer used the whole budget (re-tokenized count: close, not exact)
-            n = len(self.renderer.tokenizer("".join(produced), add_special_tokens=False)["input_ids"])
-            reason = "length" if n >= max_tokens else "stop"
-        yield "", reason
+        if len(stops) > 16:
+            raise ApiError(400, f"stop: at most 16 stop strings, got {len(stops)}", param="stop")
+        params = SamplingParams(
+            max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
+            # without a seed each request samples differently; with one, the same seed -> the same text
+            seed=req.seed if req.seed is not None else secrets.randbits(63),
+            presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty, logit_bias=bias,
+        )
+        return Prepared(prompt_ids, params, stops, warnings)
 
-    def prompt_tokens(self, req: ChatRequest) -> int:
-        return len(self.renderer.render_prompt([{"role": m.role, "content": m.content} for m in req.messages]))
+    def _check_refused(self, req: ChatRequest) -> None:
+        def refuse(param: str, why: str):
+            raise ApiError(400, f"{param} is not supported: {why}", param=param, code="unsupported_parameter")
+
+        if req.n != 1:
+            raise ApiError(400, f"n={req.n} is not supported: this server returns exactly one choice (n=1); "
+                                "send n separate requests instead", param="n", code="unsupported_value")
+        if req.tools or req.functions:
+            refuse("tools" if req.tools else "functions", "this server does not do tool/function calling; "
+                   "send the request without tools")
+        for name in ("tool_choice", "function_call"):
+            value = getattr(req, name)
+            if value not in (None, "none", "auto"):
+                refuse(name, "this server does not do tool/function calling")
+        if req.logprobs or req.top_logprobs is not None:
+            refuse("logprobs" if req.logprobs else "top_logprobs", "this server does not return log probabilities")
+        if req.response_format is not None and req.response_format.get("type") != "text":
+            refuse("response_format", "this server cannot constrain the output to JSON; only {\"type\": \"text\"}")
+        if (req.modalities and req.modalities != ["text"]) or req.audio is not None:
+            refuse("modalities" if req.audio is None else "audio", "this server produces text only")
+        for i, m in enumerate(req.messages):
+            if m.tool_calls or m.function_call is not None or m.audio is not None:
+                refuse(f"messages[{i}]", "tool calls and audio in messages are not supported")
+
+    def _max_tokens(self, req: ChatRequest, n_prompt: int) -> int:
+        """Answer budget: the request's, bounded by what fits in the context after the prompt."""
+        requested = req.max_completion_tokens or req.max_tokens
+        param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+        if self.context is None:
+            room = UNKNOWN_CONTEXT_MAX_TOKENS
+            if requested and requested > room:
+                raise ApiError(400, f"{param}={requested} is too large: this model's config names no context length, "
+                                    f"so answers are limited to {room} tokens", param=param, code="context_length_exceeded")
+            return requested or min(self.default_max_tokens, room)
+        room = self.context - n_prompt
+        if room <= 0:
+            raise ApiError(400, f"the prompt is {n_prompt} tokens but this model's context is {self.context} tokens "
+                                "(max_position_embeddings), leaving no room for an answer; shorten the messages",
+                           param="messages", code="context_length_exceeded")
+        if requested and requested > room:
+            raise ApiError(400, f"{param}={requested} does not fit: this model's context is {self.context} tokens and "
+                                f"the prompt uses {n_prompt}, so at most {room} completion tokens; lower {param} or "
+                                "shorten the messages", param=param, code="context_length_exceeded")
+        return requested or min(self.default_max_tokens, room)
+
+    def _logit_bias(self, bias: dict[str, float] | None) -> dict[int, float]:
+        out = {}
+        for key, value in (bias or {}).items():
+            if not key.lstrip("-").isdigit() or not 0 <= int(key) < self.vocab_size:
+                raise ApiError(400, f"logit_bias: {key!r} is not a token id of this model (0..{self.vocab_size - 1})",
+                               param="logit_bias")
+            if not -100 <= value <= 100:
+                raise ApiError(400, f"logit_bias[{key}]={value}: a bias must be within -100..100", param="logit_bias")
+            out[int(key)] = float(value)
+        return out
+
+    # ---- running ------------------------------------------------------------------------------
+    def start(self, prepared: Prepared, loop: asyncio.AbstractEventLoop) -> Job:
+        """Start generating in a new thread, which owns the generation slot until it ends."""
+        job = Job(self, prepared, loop)
+        with self.counter_lock:
+            self.running += 1
+        try:
+            threading.Thread(target=job.run, daemon=True, name="sftlab-serve-job").start()
+        except BaseException:
+            with self.counter_lock:
+                self.running -= 1
+            self.slot.release()
+            raise
+        return job
 
 
-def create_app(engine: ChatEngine, api_key: str | None = None):
+class RequestLog:
+    """ASGI middleware: one line per request once it has ended (the response sent, or the client
+    gone): time, method, path, status, prompt/completion tokens, finish reason, seconds.
+    Handlers put the counts into the request's state (`request.state.usage`)."""
+
+    def __init__(self, app, log: Callable[[str], None]):
+        self.app, self.log = app, log
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = [None]
+        state = scope.setdefault("state", {})
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            usage = state.get("usage") or {}
+            code = status[0] if status[0] is not None else 500
+            if usage.get("finish") == "gone":
+                code = 499
+            self.log(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {scope['method']} {scope['path']} {code} "
+                     f"prompt_tokens={usage.get('prompt', '-')} completion_tokens={usage.get('completion', '-')} "
+                     f"finish={usage.get('finish', '-')} {time.perf_counter() - t0:.2f}s")
+
+
+def _stderr_log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def create_app(engine: ChatEngine, api_key: str | None = None, log: Callable[[str], None] | None = _stderr_log):
+    """The FastAPI app; `log` gets one line per request (None: no request log)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     app = FastAPI(title="sftlab", version="1")
+    app.state.engine = engine
+    if log is not None:
+        app.add_middleware(RequestLog, log=log)
     created = int(time.time())
 
     @app.exception_handler(ApiError)
     async def _api_error(_, exc: ApiError):
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, _):
+        usage = getattr(request.state, "usage", None) or {}
+        request.state.usage = {**usage, "finish": "gone"}
+        return Response(status_code=499)  # nobody reads it; for the log (nginx's "client closed request")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_, exc: RequestValidationError):
@@ -171,10 +522,10 @@ def create_app(engine: ChatEngine, api_key: str | None = None):
             param = param or loc or None
             msg = e["msg"]
             if e["type"] == "extra_forbidden":
-                msg = ("unsupported parameter; supported: " + ", ".join(ChatRequest.model_fields)) if "." not in loc else \
+                msg = ("unsupported parameter; supported: " + ", ".join(SUPPORTED_PARAMS)) if "." not in loc else \
                     "unknown field in a message; a message has role, content (and name)"
             if e["type"] == "literal_error" and loc.endswith("role"):
-                msg = f"role must be 'system', 'user' or 'assistant', got {e.get('input')!r}"
+                msg = f"role must be 'system', 'developer', 'user' or 'assistant', got {e.get('input')!r}"
             parts.append(f"{loc or 'body'}: {msg}")
         return JSONResponse(ApiError(400, "; ".join(parts), param=param).body(), status_code=400)
 
@@ -191,6 +542,11 @@ def create_app(engine: ChatEngine, api_key: str | None = None):
             raise ApiError(401, "invalid or missing API key: send the header 'Authorization: Bearer <key>' "
                                 "with the key given to `sftlab serve --api-key`", code="invalid_api_key")
 
+    @app.get("/health")
+    async def health():
+        return {"status": "shutting_down" if engine.shutdown.is_set() else "ok",
+                "generating": engine.slot.busy, "waiting": len(engine.slot.waiters)}
+
     @app.get("/v1/models")
     async def models(request: Request):
         check_key(request)
@@ -199,78 +555,128 @@ def create_app(engine: ChatEngine, api_key: str | None = None):
     @app.post("/v1/chat/completions")
     async def chat(request: Request, req: ChatRequest):
         check_key(request)
-        if req.n != 1:
-            raise ApiError(400, f"n={req.n} is not supported: this server returns exactly one choice (n=1); "
-                                "send n separate requests instead", param="n", code="unsupported_value")
+        prepared = await run_in_threadpool(engine.prepare, req)
+        n_prompt = len(prepared.prompt_ids)
+        request.state.usage = {"prompt": n_prompt, "completion": 0}
+        await engine.slot.acquire(request.is_disconnected, engine.shutdown)
+        job = engine.start(prepared, asyncio.get_running_loop())  # no await in between: the slot cannot leak
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         now = int(time.time())
         if req.stream:
-            return StreamingResponse(_stream(req, cid, now), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        text, reason, n_prompt, n_out = await run_in_threadpool(_complete, req)
-        return {
+            include_usage = bool((req.stream_options or {}).get("include_usage"))
+            return _JobStreamingResponse(job, _stream(request, job, cid, now, n_prompt, include_usage),
+                                         media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        try:
+            pieces = []
+            while True:
+                item = await job.next_item(request.is_disconnected)
+                if item[0] == "text":
+                    pieces.append(item[1])
+                elif item[0] == "gone":
+                    raise ClientGone()
+                elif item[0] == "error":
+                    raise ApiError(500, f"generation failed: {type(item[1]).__name__}: {item[1]}", "server_error")
+                else:
+                    reason = item[1]
+                    break
+        finally:
+            job.cancel.set()  # no effect after the end; stops the generation if this handler is cancelled
+            request.state.usage = {"prompt": n_prompt, "completion": job.completion_tokens,
+                                   "finish": job.finish_reason or "gone"}
+        if reason == "shutdown":
+            raise _shutting_down()
+        n_out = job.completion_tokens
+        body = {
             "id": cid, "object": "chat.completion", "created": now, "model": engine.model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(pieces).strip()},
+                         "finish_reason": reason}],
             "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out, "total_tokens": n_prompt + n_out},
         }
+        if prepared.warnings:
+            body["warnings"] = prepared.warnings
+        return body
 
-    def _complete(req: ChatRequest):
-        with engine.lock:
-            pieces, reason = [], "stop"
-            for piece, fin in engine.generate(req):
-                pieces.append(piece)
-                reason = fin or reason
-            n_prompt = engine.prompt_tokens(req)
-        text = "".join(pieces).strip()
-        n_out = len(engine.renderer.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return text, reason, n_prompt, n_out
+    class _JobStreamingResponse(StreamingResponse):
+        """Tells the job to stop whenever the response ends, however it ends (finished, client gone,
+        cancelled), even if the body iterator never started."""
 
-    async def _stream(req: ChatRequest, cid: str, now: int):
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
+        def __init__(self, job: Job, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.job = job
 
-        def work():  # runs in its own thread; hands pieces to the event loop as they come
+        async def __call__(self, scope, receive, send):
             try:
-                with engine.lock:
-                    for item in engine.generate(req):
-                        loop.call_soon_threadsafe(queue.put_nowait, item)
-            except Exception as e:  # reported to the client as a final error event
-                loop.call_soon_threadsafe(queue.put_nowait, e)
-            loop.call_soon_threadsafe(queue.put_nowait, None)
+                await super().__call__(scope, receive, send)
+            finally:
+                self.job.cancel.set()
 
-        threading.Thread(target=work, daemon=True).start()
-
-        def chunk(delta: dict, reason: str | None) -> str:
-            body = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": engine.model_name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]}
+    async def _stream(request: Request, job: Job, cid: str, now: int, n_prompt: int, include_usage: bool):
+        def event(body: dict) -> str:
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
-        yield chunk({"role": "assistant", "content": ""}, None)
-        first = True
-        while (item := await queue.get()) is not None:
-            if isinstance(item, Exception):
-                err = ApiError(500, f"generation failed: {type(item).__name__}: {item}", "server_error").body()
-                yield f"data: {json.dumps(err)}\n\n"
-                continue
-            piece, reason = item
-            if first and piece:
-                piece = piece.lstrip()  # match the stripped non-streaming answer
-                first = not piece
-            if piece or reason:
-                yield chunk({"content": piece} if piece else {}, reason)
-        yield "data: [DONE]\n\n"
+        def chunk(delta: dict, reason: str | None) -> str:
+            return event({"id": cid, "object": "chat.completion.chunk", "created": now, "model": engine.model_name,
+                          "choices": [{"index": 0, "delta": delta, "finish_reason": reason}]})
+
+        def usage(finish: str) -> None:
+            request.state.usage = {"prompt": n_prompt, "completion": job.completion_tokens, "finish": finish}
+
+        first_chunk = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": engine.model_name,
+                       "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        if job.prepared.warnings:
+            first_chunk["warnings"] = job.prepared.warnings
+        try:
+            yield event(first_chunk)
+            first = True
+            while True:
+                item = await job.next_item(request.is_disconnected)
+                kind = item[0]
+                if kind == "gone":
+                    usage("gone")
+                    return
+                if kind == "error":
+                    usage("error")
+                    err = ApiError(500, f"generation failed: {type(item[1]).__name__}: {item[1]}", "server_error")
+                    yield event(err.body())
+                    break
+                if kind == "end":
+                    usage(item[1])
+                    if item[1] == "shutdown":
+                        yield event(_shutting_down().body())
+                    else:
+                        yield chunk({}, item[1])
+                    break
+                piece = item[1]
+                if first:
+                    piece = piece.lstrip()  # match the stripped non-streaming answer
+                    first = not piece
+                if piece:
+                    yield chunk({"content": piece}, None)
+            if include_usage:
+                n_out = job.completion_tokens
+                yield event({"id": cid, "object": "chat.completion.chunk", "created": now, "model": engine.model_name,
+                             "choices": [], "usage": {"prompt_tokens": n_prompt, "completion_tokens": n_out,
+                                                      "total_tokens": n_prompt + n_out}})
+            yield "data: [DONE]\n\n"
+        finally:
+            job.cancel.set()
+            if "finish" not in request.state.usage:
+                usage("gone")
 
     return app
 
 
-def build_app(model_name: str, api_key: str | None = None, default_max_tokens: int = 512):
-    """Load MODEL (any name sftlab.model loads) and build its app."""
+def build_app(model_name: str, api_key: str | None = None, default_max_tokens: int = DEFAULT_MAX_TOKENS,
+              max_waiting: int = DEFAULT_MAX_WAITING, queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
+              log: Callable[[str], None] | None = _stderr_log):
+    """Load MODEL (any name sftlab.model loads) and build its app (`app.state.engine` is the ChatEngine)."""
     from sftlab.model import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name)
     model.eval()
-    return create_app(ChatEngine(model, tokenizer, model_name, default_max_tokens), api_key)
+    engine = ChatEngine(model, tokenizer, model_name, default_max_tokens, max_waiting, queue_timeout_s)
+    return create_app(engine, api_key, log)
 
 
 def host_warnings(host: str, api_key: str | None) -> list[str]:
@@ -282,14 +688,41 @@ def host_warnings(host: str, api_key: str | None) -> list[str]:
     return out
 
 
-def serve(model_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    from sftlab.errors import SftlabError
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise SftlabError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port") from e
+    return sock
+
+
+def serve(model_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          default_max_tokens: int = DEFAULT_MAX_TOKENS, max_waiting: int = DEFAULT_MAX_WAITING,
+          queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S) -> None:
+    """Serve until SIGINT/SIGTERM. On the signal a running generation stops at its next token (its
+    client gets a "shutting down" error), waiting requests get 503, and the process exits."""
     import uvicorn
 
     for line in host_warnings(host, api_key):
         print(line, file=sys.stderr)
-    app = build_app(model_name, api_key)
-    print(f"serving {model_name} at http://{host}:{port}/v1 (OpenAI-compatible)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    app = build_app(model_name, api_key, default_max_tokens, max_waiting, queue_timeout_s)
+    engine: ChatEngine = app.state.engine
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:  # the signal handler: generation sees the flag between tokens
+            engine.shutdown.set()
+            super().handle_exit(sig, frame)
+
+    sock = _listen(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {model_name} at http://{shown}:{sock.getsockname()[1]}/v1 (OpenAI-compatible)", flush=True)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    Server(config).run(sockets=[sock])
 
 
 @contextmanager
@@ -314,5 +747,10 @@ def server_in_thread(app, host: str = "127.0.0.1") -> Iterator[str]:
         yield f"http://{host}:{port}/v1"
     finally:
         server.should_exit = True
+        engine = getattr(getattr(app, "state", None), "engine", None)
+        if engine is not None:  # stop a generation still running, as a signal would
+            engine.shutdown.set()
         thread.join(timeout=10)
         sock.close()
+        if engine is not None:
+            engine.shutdown.clear()  # the app may be served again

@@ -9,8 +9,14 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="OpenAI-compatible chat server (/v1/chat/completions, /v1/models)")
     p.add_argument("model", help="model folder, adapter folder, .gguf, hub id or smollm2-135m-instruct")
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="default 8000; 0 = any free port (printed at start)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every request")
+    p.add_argument("--max-tokens", type=int, default=512,
+                   help="answer length when a request gives no max_tokens (default 512; always within the context)")
+    p.add_argument("--max-waiting", type=int, default=16,
+                   help="requests that may wait while one generates; more get 503 busy (default 16)")
+    p.add_argument("--queue-timeout", type=float, default=120.0,
+                   help="seconds a request may wait for its turn before 503 busy (default 120)")
     p.set_defaults(func=run_serve)
 
     c = sub.add_parser("chat", help="chat with a model in the terminal (streaming), or answer one --prompt")
@@ -34,7 +40,8 @@ def register(sub) -> None:
 def run_serve(args) -> int:
     from sftlab.serve import serve
 
-    serve(args.model, host=args.host, port=args.port, api_key=args.api_key)
+    serve(args.model, host=args.host, port=args.port, api_key=args.api_key, default_max_tokens=args.max_tokens,
+          max_waiting=args.max_waiting, queue_timeout_s=args.queue_timeout)
     return 0
 
 
