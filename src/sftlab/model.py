@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -57,7 +58,146 @@ def resolve(name: str) -> ModelSource:
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep + os.sep in name
     if looks_like_path or not name.strip():
         raise ModelLoadError(f"model path does not exist: {p.resolve()} (check the path, or give a hub id like org/name)")
+    if not HUB_ID.match(name):
+        raise ModelLoadError(
+            f"model {name!r} is neither a local folder nor a valid hub id (org/name: letters, digits, - _ .)\n"
+            f"    fix: {MODEL_FORMS}\n    {available_models_text()}")
     return ModelSource("hub", name, f"hub id {name} (downloaded and cached by huggingface_hub)")
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
+MODEL_FORMS = ("give a local model folder (config.json, *.safetensors weights and tokenizer files, as save_pretrained "
+               "writes them), a .gguf file, a hub id (org/name), or the embedded alias " + DEFAULT_MODEL)
+CONFIG_FILES = ("config.json",)
+WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json")
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+# files from which AutoTokenizer builds a tokenizer (its vocabulary); tokenizer_config.json alone is not one
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model", "tokenizer.tiktoken", "*.tiktoken")
+
+
+def _has(folder: Path, patterns: tuple[str, ...]) -> list[str]:
+    return sorted({q.name for pat in patterns for q in folder.glob(pat) if q.is_file()})
+
+
+def _folder_listing(folder: Path, n: int = 8) -> str:
+    names = sorted(q.name + ("/" if q.is_dir() else "") for q in folder.iterdir() if not q.name.startswith("."))
+    if not names:
+        return "the folder is empty"
+    return "it holds: " + ", ".join(names[:n]) + (f" ... ({len(names)} entries)" if len(names) > n else "")
+
+
+def check_model_folder(folder: str | Path, *, tokenizer: bool = False, weights: bool = False) -> None:
+    """Before transformers reads a local folder: is it a model folder, and does it have what is needed
+    (a tokenizer's vocabulary files; config.json and weights)? Raises ModelLoadError naming the folder,
+    what is missing and how to fix it, instead of transformers' messages about backends and hub ids."""
+    folder = Path(folder)
+    adapter = (folder / "adapter_config.json").is_file()
+    has_config = bool(_has(folder, CONFIG_FILES)) or adapter
+    has_weights = bool(_has(folder, WEIGHT_PATTERNS) or _has(folder, PICKLE_PATTERNS))
+    has_tokenizer = bool(_has(folder, TOKENIZER_FILES))
+    if not (has_config or has_weights or has_tokenizer):
+        raise ModelLoadError(
+            f"{folder} is not a model folder: it has no config.json, no weights (*.safetensors) and no tokenizer "
+            f"files ({_folder_listing(folder)})\n    fix: {MODEL_FORMS}")
+    missing = []
+    if weights and not has_config:
+        missing.append("config.json (the model's architecture)")
+    if weights and not has_weights:
+        missing.append("weights (model.safetensors, or shards with model.safetensors.index.json)")
+    if tokenizer and not has_tokenizer:
+        missing.append("tokenizer files (tokenizer.json, or tokenizer.model / vocab.json + merges.txt)")
+    if not missing:
+        return
+    fixes = []
+    if any(m.startswith("tokenizer files") for m in missing):
+        fixes.append("save the tokenizer of the model these weights came from into the folder "
+                     f"(AutoTokenizer.from_pretrained(BASE).save_pretrained({str(folder)!r})), or copy its tokenizer files there")
+    if len(fixes) < len(missing):
+        fixes.append("point at the complete folder that save_pretrained wrote")
+    raise ModelLoadError(
+        f"model folder {folder} has no {' and no '.join(missing)} ({_folder_listing(folder)})\n"
+        f"    fix: {'; '.join(fixes)}")
+
+
+def hub_cache_dir() -> str:
+    """The huggingface_hub model cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return HF_HUB_CACHE
+    except ImportError:
+        return str(Path.home() / ".cache" / "huggingface" / "hub")
+
+
+def cached_hub_models() -> list[str]:
+    """Hub model ids in the local huggingface_hub cache (what loads with no network)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        return sorted(r.repo_id for r in scan_cache_dir(hub_cache_dir()).repos if r.repo_type == "model")
+    except Exception:  # no cache folder yet, or one that cannot be read: nothing cached
+        return []
+
+
+def available_models_text() -> str:
+    cached = cached_hub_models()
+    shown = ", ".join(cached[:10]) + (f" ... ({len(cached)} in all)" if len(cached) > 10 else "")
+    return (f"available without a download: {DEFAULT_MODEL} (embedded); cached hub models in {hub_cache_dir()}: "
+            + (shown if cached else "none"))
+
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE=1, as huggingface_hub read it at import or as the environment says now."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        from huggingface_hub import is_offline_mode
+
+        return bool(is_offline_mode())
+    except ImportError:
+        return False
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json", cache_dir=hub_cache_dir()), str)
+    except Exception:
+        return False
+
+
+def _hub_not_found(name: str, cause: str = "") -> ModelLoadError:
+    why = ("offline mode is on (HF_HUB_OFFLINE=1), so nothing is downloaded" if _offline()
+           else "and it could not be downloaded" + (f": {cause}" if cause else ""))
+    return ModelLoadError(
+        f"model {name!r} not found locally: it is not a folder here and not in the huggingface_hub cache; {why}\n"
+        f"    {available_models_text()}\n"
+        f"    fix: give a local model folder (model.name: ./path/to/model, holding config.json, *.safetensors and "
+        f"tokenizer files), use {DEFAULT_MODEL}, or download {name} once with network (`hf download {name}`)")
+
+
+def _check_hub(name: str) -> None:
+    """Offline and not cached: say so now, instead of transformers' network error."""
+    if _offline() and not _in_hub_cache(name):
+        raise _hub_not_found(name)
+
+
+def _hub_error(name: str, e: Exception) -> ModelLoadError | None:
+    """transformers' OSError for a hub id that is neither cached nor downloadable -> our message."""
+    text = str(e)
+    markers = ("couldn't connect", "not a valid model identifier", "is not a local folder", "Repository Not Found",
+               "does not appear to have", "offline mode", "couldn't find them in the cached files")
+    if not any(m.lower() in text.lower() for m in markers):
+        return None
+    if "does not appear to have" in text and _in_hub_cache(name):
+        return None  # a cached repo that lacks a file: transformers' own message says which
+    return _hub_not_found(name, text.splitlines()[0][:200])
 
 
 def gguf_to_folder(gguf_path: str) -> Path:
@@ -109,13 +249,24 @@ def local_path(name: str) -> str:
 def load_tokenizer(name: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    path = local_path(name)
+    src = resolve(name)
+    path = str(gguf_to_folder(src.path)) if src.kind == "gguf" else src.path
+    if src.kind == "folder":
+        check_model_folder(path, tokenizer=True)
+    elif src.kind == "hub":
+        _check_hub(name)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as e:
+        if src.kind == "hub" and (err := _hub_error(name, e)) is not None:
+            raise err from None
         raise ModelLoadError(f"cannot load a tokenizer from {path}: {e}") from e
     except ValueError as e:
-        raise _remote_code_error(path, e) from e
+        err = _remote_code_error(path, e)
+        if err is e:  # e.g. transformers cannot build a tokenizer from the files it found
+            raise ModelLoadError(f"cannot load a tokenizer from {path}: {str(e).splitlines()[0]}\n"
+                                 f"    fix: {MODEL_FORMS}") from e
+        raise err from e
     if tok.pad_token is None:
         # Padding is only used by padded batches and batched generation; both mask pads out.
         tok.pad_token = tok.eos_token
@@ -127,9 +278,14 @@ def load_model(name: str, *, dtype: str = "float32", attn_implementation: str = 
     import torch
     from transformers import AutoModelForCausalLM
 
-    path = local_path(name)
+    src = resolve(name)
+    path = str(gguf_to_folder(src.path)) if src.kind == "gguf" else src.path
     if (Path(path) / "adapter_config.json").exists():
         return load_adapter_model(path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
+    if src.kind == "folder":
+        check_model_folder(path, weights=True)
+    elif src.kind == "hub":
+        _check_hub(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
@@ -141,6 +297,8 @@ def load_model(name: str, *, dtype: str = "float32", attn_implementation: str = 
     except ValueError as e:
         raise _remote_code_error(path, e) from e
     except OSError as e:
+        if src.kind == "hub" and (err := _hub_error(name, e)) is not None:
+            raise err from None
         raise ModelLoadError(
             f"cannot load model weights from {path}: {e}\n    sftlab loads only safetensors (or GGUF); "
             "convert .bin checkpoints with `transformers` once if you trust them."
