@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -114,13 +116,129 @@ class RunConfig(Strict):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _set_dotted(d: dict, dotted: str, value) -> None:
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        d = d.setdefault(k, {})
-        if not isinstance(d, dict):
-            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
-    d[keys[-1]] = value
+CONFIG_DOC = "docs/config.md"
+# Names other trainers (transformers' TrainingArguments, TRL) give our keys: suggested for unknown overrides.
+KEY_ALIASES = {"learning_rate": "lr", "num_train_epochs": "epochs", "gradient_accumulation_steps": "grad_accum",
+               "per_device_train_batch_size": "batch_size", "lr_scheduler_type": "schedule",
+               "max_seq_length": "max_len", "max_length": "max_len", "lora_r": "r", "lora_alpha": "alpha",
+               "lora_dropout": "dropout", "model_name_or_path": "name"}
+
+
+def _override_error(item: str, problem: str, fix: str) -> ConfigError:
+    return ConfigError(f"command-line override {item!r}: {problem}\n    fix: {fix}\n    every key: {CONFIG_DOC}")
+
+
+def _shape(annotation) -> tuple[str, object]:
+    """What a config field holds: ("section", model) | ("sections", item model) | ("mapping", None) | ("value", None)."""
+    args = [a for a in (typing.get_args(annotation) if _is_union(annotation) else (annotation,)) if a is not type(None)]
+    for a in args:
+        if isinstance(a, type) and issubclass(a, BaseModel):
+            return "section", a
+    for a in args:
+        origin, inner = typing.get_origin(a), typing.get_args(a)
+        if origin is list and inner and isinstance(inner[0], type) and issubclass(inner[0], BaseModel):
+            return "sections", inner[0]
+        if origin is dict:
+            return "mapping", None
+    return "value", None
+
+
+def _is_union(annotation) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _example_key(model: type[BaseModel]) -> str:
+    return next(iter(model.model_fields))
+
+
+def parse_override(item: str, root: type[BaseModel] | None = None) -> tuple[list[str | int], object]:
+    """`section.key=value` -> (path, value), the path checked against the config's keys: every
+    part names a key (or, in a list such as data.train, an index), a value's path ends at a value,
+    and a section gets a mapping. The value is read as YAML (1e-4, true, null, [a, b], {k: v})."""
+    root = root or RunConfig
+    key, sep, text = item.partition("=")
+    if not sep:
+        raise _override_error(item, "has no '='", "write section.key=value, e.g. train.lr=1e-4")
+    key = key.strip()
+    if not key:
+        raise _override_error(item, "has no key before '='", "write section.key=value, e.g. train.lr=1e-4")
+    parts = key.split(".")
+    if any(not p.strip() for p in parts):
+        raise _override_error(item, f"the key {key!r} has an empty part (a leading, trailing or doubled '.')",
+                              "write section.key=value with single dots, e.g. train.lr=1e-4")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise _override_error(item, f"the value {text!r} is not valid YAML ({problem})",
+                              "write a number, true/false, null, a string (quote it if it holds [ ] { } : #), "
+                              "or a YAML list/mapping such as [a, b] or {path: data.jsonl}") from None
+    path: list[str | int] = []
+    kind, inner = "section", root
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[:depth])
+        if kind == "section":
+            fields = list(inner.model_fields)
+            if part not in fields:
+                close = [KEY_ALIASES[part]] if KEY_ALIASES.get(part) in fields else difflib.get_close_matches(part, fields, n=1)
+                guess = f"did you mean {'.'.join([*parts[:depth], close[0]])}? " if close else ""
+                raise _override_error(item, f"{'.'.join(parts[: depth + 1])!r} is not a config key",
+                                      f"{guess}keys of {here or 'the config'}: {', '.join(fields)}")
+            kind, inner = _shape(inner.model_fields[part].annotation)
+            path.append(part)
+        elif kind == "sections":
+            if not part.isdigit():
+                raise _override_error(item, f"{here!r} is a list, so the part after it must be an index (0, 1, ...), not {part!r}",
+                                      f"e.g. {here}.0.{_example_key(inner)}=VALUE, or the whole list: {here}='[{{path: a.jsonl}}]'")
+            kind = "section"
+            path.append(int(part))
+        elif kind == "mapping":
+            kind = "value"
+            path.append(part)
+        else:
+            raise _override_error(item, f"{here!r} is a value, not a section, so it has no key {part!r}",
+                                  f"write {here}=VALUE")
+    if kind == "section" and not isinstance(value, dict):
+        raise _override_error(item, f"{key!r} is a section (keys: {', '.join(inner.model_fields)}), not a value",
+                              f"set one of its keys, e.g. {key}.{_example_key(inner)}=VALUE")
+    if kind == "sections" and not isinstance(value, list):
+        raise _override_error(item, f"{key!r} is a list of sections, not a single value",
+                              f"set one entry's key, e.g. {key}.0.{_example_key(inner)}=VALUE, or the whole list: {key}='[{{path: a.jsonl}}]'")
+    return path, value
+
+
+def _entries(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
+def _set_path(raw: dict, path: list[str | int], value, item: str) -> None:
+    d = raw
+    for depth, k in enumerate(path[:-1]):
+        nxt = path[depth + 1]
+        here = ".".join(map(str, path[: depth + 1]))
+        if isinstance(k, int):
+            if k > len(d):
+                raise _override_error(item, f"{'.'.join(map(str, path[:depth]))} has {_entries(len(d))}, so index {k} is out of range",
+                                      f"use an index from 0 to {len(d) - 1}, or {len(d)} to add an entry")
+            if k == len(d):
+                d.append({})
+            child = d[k]
+        else:
+            child = d.get(k)
+            if child is None:
+                child = d[k] = [] if isinstance(nxt, int) else {}
+        if not isinstance(child, list if isinstance(nxt, int) else dict):
+            raise _override_error(item, f"the config has {here}: {child!r}, which is not a "
+                                  f"{'list' if isinstance(nxt, int) else 'section'}", f"fix {here} in the config file")
+        d = child
+    last = path[-1]
+    if isinstance(last, int):
+        if last > len(d):
+            raise _override_error(item, f"{'.'.join(map(str, path[:-1]))} has {_entries(len(d))}, so index {last} is out of range",
+                                  f"use an index from 0 to {len(d) - 1}, or {len(d)} to add an entry")
+        d.append(value) if last == len(d) else d.__setitem__(last, value)
+    else:
+        d[last] = value
 
 
 def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConfig:
@@ -137,31 +255,35 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> RunConf
             raise ConfigError(f"{where}: not valid YAML: {e}") from e
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: the top level must be a mapping of sections (model, lora, data, train)")
+    origins: dict[str, str] = {}
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.lr=1e-4)")
-        key, value = item.split("=", 1)
-        _set_dotted(raw, key, yaml.safe_load(value))
+        keys, value = parse_override(item)
+        _set_path(raw, keys, value, item)
+        origins[".".join(map(str, keys))] = item
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(where, e)) from None
+        raise ConfigError(format_validation_error(where, e, origins=origins)) from None
 
 
-def format_validation_error(where: str, e: ValidationError, field_names: list[str] | None = None) -> str:
+def format_validation_error(where: str, e: ValidationError, field_names: list[str] | None = None, *,
+                            origins: dict[str, str] | None = None) -> str:
     """Every problem of a pydantic validation, one line each, with did-you-mean for unknown keys
-    (matched against `field_names`, by default the run config's)."""
+    (matched against `field_names`, by default the run config's). `origins`: dotted key -> the
+    command-line override that set it, named next to its problem."""
     lines = [f"{where}: {e.error_count()} problem(s) in the config:"]
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"])
         if err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(err["loc"][-1]), field_names or _all_field_names(), n=1)
-            fix = "unknown key" + (f"; did you mean {close[0]!r}?" if close else ": see README 'Config reference'")
+            fix = "unknown key" + (f"; did you mean {close[0]!r}?" if close else f": every key is in {CONFIG_DOC}")
         elif err["type"] == "missing":
             fix = "required: add it"
         else:
             fix = err["msg"]
-        lines.append(f"  - {loc}: got {err.get('input')!r} -> {fix}")
+        origin = next((o for k, o in (origins or {}).items() if loc == k or loc.startswith(k + ".")), None)
+        by = f" (from the command line: {origin})" if origin else ""
+        lines.append(f"  - {loc}: got {err.get('input')!r}{by} -> {fix}")
     return "\n".join(lines)
 
 
