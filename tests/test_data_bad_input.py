@@ -62,10 +62,19 @@ CASES = [
     Case("empty file", "empty.jsonl", ["empty.jsonl:", "no rows"]),
     Case("CSV without the columns a format needs", "missing_columns.csv",
          ["missing_columns.csv:", "columns question, answer", "alpaca needs instruction, output",
-          "columns={\"instruction\": 'question', \"output\": 'answer'}"]),
+          "`format: alpaca` with `columns: {instruction: question, output: answer}`", "docs/config.md"]),
     Case("keys that match no format", "unknown_format.jsonl", ["unknown_format.jsonl:", "['question', 'reply']",
-                                                              "alpaca: instruction, output", "columns="]),
+                                                              "alpaca: instruction, output", "`columns: {"]),
     Case("unreadable Parquet", "broken.parquet", ["broken.parquet:", "cannot read Parquet"]),
+    Case("conversation starts with an assistant message", "starts_with_assistant.jsonl",
+         ["starts_with_assistant.jsonl:1 [messages[0]]", "starts with an assistant message", "user (or system) message first",
+          "`data.on_error: skip`", "`rejects: FILE`"], skip_reason="starts_with_assistant"),
+    Case("two conversations in one row (`messages` and `conversations`)", "two_conversations.jsonl",
+         ["two_conversations.jsonl:2 [conversations]", "'messages' (messages format) and 'conversations' (sharegpt format)",
+          "`format: sharegpt`"], skip_reason="two_conversations"),
+    Case("`columns` maps a column the file does not have", "missing_mapped_column.csv",
+         ["missing_mapped_column.csv [columns]", "output -> 'anwser'", "its columns: answer, question",
+          "`columns: {OUR_FIELD: YOUR_COLUMN}`"], kwargs={"columns": {"instruction": "question", "output": "anwser"}}),
 ]
 
 
@@ -178,10 +187,12 @@ HEADER = """# Bad input: what you see
 `load_conversations` (and `sftlab` commands that load data) check every row. Problems are raised as
 one `DataError` listing up to the first 20 problems of a file, each with **where** (`file:line`,
 `file:[index]` for JSON arrays, `file:row N` for CSV/Parquet), the **field**, what was wrong and a
-**fix**. With `on_error="skip"` bad rows are skipped instead, counted by reason in
-`result.stats.skipped` (and printed by `stats.summary()`), and written with their reason and source to
-`rejects_path` (JSONL) when given. A file that cannot be used at all is skipped whole in skip mode and
-listed in `stats.skipped_files`. Loading nothing at all is always an error.
+**fix**. With `on_error="skip"` (a run config's `data.on_error: skip`, a curate config's
+`on_error: skip`) bad rows are skipped instead, counted by reason in `result.stats.skipped` (and
+printed by `stats.summary()`), and written with their reason and source to `rejects_path` (JSONL) when
+given (a data source's `rejects: FILE`). A file that cannot be
+used at all is skipped whole in skip mode and listed in `stats.skipped_files`. Loading nothing at all
+is always an error.
 
 Every row below is a real file in `tests/data/bad/`, checked by `tests/test_data_bad_input.py`, which
 also checks that the messages shown here are exactly what the code prints (regenerate this file with
@@ -196,6 +207,20 @@ in `stats.dropped_empty_system`; the summary says `dropped 1 empty system messag
 assistant content is an error (case 6); an empty tool result is kept.
 Conversations that end on a user turn or have no assistant turn are accepted with
 `require_response=False` (for evaluation prompts).
+
+Not errors, but never silent either (each is counted and printed by `stats.summary()`, which
+`sftlab train` and `sftlab data inspect` show; `tests/test_reliability_inputs.py`):
+- a **CSV row whose every cell is empty** (`,,,` left by a spreadsheet) is not a row of data:
+  `skipped 2 empty CSV row(s) (every cell empty): data.csv:row 3, data.csv:row 6`;
+- a **folder** given as a path loads its data files (recursively); `.txt` files beside structured data
+  files (`.jsonl .json .csv .tsv .parquet`) are READMEs and notes, not training data, and are skipped,
+  as are files of other types: `folder data: took 2 file(s) (.csv 1, .jsonl 1); skipped 1 text file(s)
+  beside the structured data (data/README.txt): give a .txt file's path (or a glob) as its own source to
+  train on it; skipped 1 file(s) of other types (.md 1: data/notes.md)`. A folder of only `.txt` files
+  is a text corpus and is loaded;
+- a `columns` mapping whose columns a file found in a folder or by a glob has none of (one mapping
+  may be meant for some of the files): `columns mapping not used in data/b.jsonl: it has no column
+  'question'`. For a file named on its own, or one with some of the columns, it is an error (case 19).
 
 Not an error either: **message keys other than role and content** (`name`, `weight`, `tool_calls`,
 a ShareGPT `markdown` field...) are not kept, and nothing is dropped silently: `stats.ignored_message_keys`

@@ -198,9 +198,17 @@ def test_bad_input_is_a_clean_error(case, tmp_path):
     assert _message(err) in DOC.read_text(), f"docs/errors.md is stale: run python {Path(__file__).name}"
 
 
+def all_cases() -> list[Case]:
+    """The rows of docs/errors.md: this file's cases, then tests/test_reliability_inputs.py's (model
+    folders, hub ids offline, command-line overrides, data rows), which runs those."""
+    from test_reliability_inputs import CLI_CASES
+
+    return CASES + CLI_CASES
+
+
 def render_doc() -> str:
     rows, blocks = [], []
-    for i, case in enumerate(CASES, 1):
+    for i, case in enumerate(all_cases(), 1):
         with tempfile.TemporaryDirectory() as d:
             rc, err = run_case(case, Path(d))
         msg = _message(err)
@@ -217,11 +225,12 @@ def render_doc() -> str:
 HEADER = """# Errors beyond data rows: what you see
 
 Bad data rows are in [bad_input.md](bad_input.md). This page lists the other mistakes `sftlab train`
-catches before (or instead of) training: config, model, template, output folder, disk space and
-resume (changed config or data, damaged checkpoints). Each prints one `error: ...` block on stderr
-(no traceback) and exits with code 2; `$TMP` stands for the folder the example ran in. Every row is run by `tests/test_reliability_errors.py`,
-which also checks that the messages here are exactly what the code prints (regenerate with
-`python tests/test_reliability_errors.py`).
+catches before (or instead of) training: config and command-line overrides, model, template, output
+folder, disk space and resume (changed config or data, damaged checkpoints). Each prints one
+`error: ...` block on stderr (no traceback) and exits with code 2; `$TMP` stands for the folder the
+example ran in. Every row is run by `tests/test_reliability_errors.py` or
+`tests/test_reliability_inputs.py`, which also check that the messages here are exactly what the code
+prints (regenerate with `python tests/test_reliability_errors.py`).
 
 Not errors: SIGINT/SIGTERM finish the current step, save a checkpoint and exit with code 3
 (`--resume` continues exactly); a non-finite loss skips that step (logged as `step N: non-finite

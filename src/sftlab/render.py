@@ -273,6 +273,10 @@ class Renderer:
         if conv.meta.get("format") == "text":
             return [("".join(m.content for m in conv.messages), 1)], "text"
         messages = conv.to_dicts()
+        if messages and messages[0]["role"] == "assistant":  # the loader refuses these; built in Python, they get here
+            raise TemplateError(
+                f"{conv.source or conv.id}: the conversation starts with an assistant message; expected a user "
+                "(or system) message first. Add the user message it answers, or drop the conversation.")
         full = self._template(messages, add_generation_prompt=False)
         assistant_idx = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
         if self.train_on == "last_assistant":

@@ -23,6 +23,7 @@ class DataSourceConfig(BaseModel):
     weight: float = Field(default=1.0, gt=0, description="mixing weight: keeps round(weight x rows) rows (>1 repeats)")
     streaming: bool = Field(False, description="stream a `datasets` source instead of loading it whole")
     limit: int | None = Field(default=None, ge=0, description="use only the first N rows")
+    rejects: str | None = Field(None, description="with data.on_error: skip, write this source's skipped rows here (JSONL: file:line, reason, problems, the row); written whole at the end, empty when none")
 
     @field_validator("format")
     @classmethod
@@ -43,7 +44,7 @@ class DataSourceConfig(BaseModel):
     def load_kwargs(self) -> dict:
         """Keyword arguments for load_conversations / iter_conversations (sources = self.path)."""
         return {"format": self.format, "columns": self.columns, "split": self.split,
-                "streaming": self.streaming, "limit": self.limit}
+                "streaming": self.streaming, "limit": self.limit, "rejects_path": self.rejects}
 
     def load(self, **kw):
         """Load this source: load_conversations(self.path, **self.load_kwargs(), **kw)."""

@@ -43,6 +43,9 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
     "prompt_completion": (),
     "text": (),
 }
+# Formats whose fields hold a conversation; a row matching two of them is ambiguous (text is not one:
+# a `text` column beside `messages` is commonly a rendered copy, kept in meta).
+CONVERSATION_FORMATS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "prompt_completion")
 # Row keys that every format understands: our own canonical fields (see Conversation.to_json).
 COMMON_KEYS = ("id", "meta", "source")
 # Names accepted as keys of `columns=` (our field name -> the user's column name).
@@ -284,10 +287,18 @@ class _Row:
             out.append((i, Message(role, content)))
         return out
 
-    def check_turns(self, msgs: list[tuple[int, Message]], field: str, require_response: bool) -> None:
-        """Order rules: an assistant turn exists, the last turn is the assistant's, no two in a row."""
+    def check_turns(self, msgs: list[tuple[int, Message]], field: str, require_response: bool,
+                    allow_assistant_first: bool = False) -> None:
+        """Order rules: the first turn is not the assistant's, an assistant turn exists, the last
+        turn is the assistant's, no two in a row."""
         if not msgs or self.problems:
             return
+        if msgs[0][1].role == "assistant" and not allow_assistant_first:
+            i = msgs[0][0]
+            self.add("starts_with_assistant", f"{field}[{i}]",
+                     "conversation starts with an assistant message; expected a user (or system) message first, "
+                     "so the assistant answers something",
+                     "add the user message it answers (or a system prompt) before it, or drop this row")
         for (_, prev), (i, cur) in zip(msgs, msgs[1:]):
             if prev.role == cur.role == "assistant":
                 self.add("consecutive_assistant", f"{field}[{i}]",
@@ -297,12 +308,12 @@ class _Row:
             return
         if not any(m.role == "assistant" for _, m in msgs):
             self.add("no_assistant", field, "conversation has no assistant turn, so there is nothing to train on",
-                     "add the assistant's answer, or load it with require_response=False (prompts for eval)")
+                     "add the assistant's answer, or drop this row")
         elif msgs[-1][1].role != "assistant":
             i, last = msgs[-1]
             self.add(f"ends_on_{last.role}", f"{field}[{i}]",
                      f"conversation ends on a {last.role} turn; the trainer would have nothing to learn after it",
-                     "drop the trailing turn or add the assistant's answer (require_response=False allows it)")
+                     f"drop the trailing {last.role} turn or add the assistant's answer after it")
 
 
 # ---- adapters: row -> list of (original index, Message) ------------------------------------
@@ -310,14 +321,17 @@ class _Row:
 
 def _messages(rec: dict, row: _Row, require_response: bool) -> list[Message]:
     msgs = row.message_list(rec["messages"], "messages")
-    row.check_turns(msgs, "messages", require_response)
+    # a text row saved in the canonical form (see to_conversation) is one assistant message
+    saved_text = isinstance(rec.get("meta"), dict) and rec["meta"].get("format") == "text" and len(msgs) == 1
+    row.check_turns(msgs, "messages", require_response, allow_assistant_first=saved_text)
     return [m for _, m in msgs]
 
 
 def _sharegpt(rec: dict, row: _Row, require_response: bool) -> list[Message]:
     system = row.string(rec.get("system"), "system", optional=True)
     msgs = row.message_list(rec["conversations"], "conversations", sharegpt=True)
-    row.check_turns(msgs, "conversations", require_response)
+    # the `system` field comes first in the conversation, so an assistant turn may follow it
+    row.check_turns(msgs, "conversations", require_response, allow_assistant_first=bool(system.strip()))
     out = [m for _, m in msgs]
     return ([Message("system", system)] if system.strip() else []) + out
 
@@ -387,9 +401,12 @@ ADAPTERS = {
 _CONSUMED = {f: frozenset(REQUIRED[f] + OPTIONAL[f] + COMMON_KEYS) for f in FORMATS}
 
 
-def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool = True) -> tuple[Conversation, RowNotes]:
+def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool = True,
+                    detected: bool = False) -> tuple[Conversation, RowNotes]:
     """One row -> (Conversation, RowNotes: empty system messages dropped, message keys ignored).
-    Raises RowError."""
+    Raises RowError. `detected`: the format was detected, not chosen, so a row that also holds
+    another format's conversation (e.g. both `messages` and `conversations`) is an error instead
+    of one of them going to meta unnoticed."""
     row = _Row(source)
     if not isinstance(rec, dict):
         row.add("not_an_object", "", f"expected a JSON object, got {type_name(rec)} {short(rec)}",
@@ -400,8 +417,19 @@ def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool =
         row.add("missing_field", missing[0],
                 f"missing {', '.join(repr(k) for k in missing)} (format {fmt} needs {', '.join(REQUIRED[fmt])}; "
                 f"row has keys: {', '.join(map(str, rec)) or 'none'})",
-                "add the field, map your column with columns={...}, or pick the right format=")
+                "add the field, or on the data source map your column to it with `columns:` or set the right "
+                "`format:` (docs/config.md)")
         raise RowError(row.problems)
+    if detected:
+        other = next((f for f in CONVERSATION_FORMATS if f != fmt and all(rec.get(k) is not None for k in REQUIRED[f])), None)
+        if other is not None:
+            ours, theirs = " and ".join(map(repr, REQUIRED[fmt])), " and ".join(map(repr, REQUIRED[other]))
+            row.add("two_conversations", REQUIRED[other][0],
+                    f"row has two conversations: {ours} ({fmt} format) and {theirs} ({other} format); "
+                    f"only one is loaded, the other would be dropped silently",
+                    f"keep one of them in the data, or choose which one to load with `format: {fmt}` or "
+                    f"`format: {other}` on the data source")
+            raise RowError(row.problems)
     messages = ADAPTERS[fmt](rec, row, require_response)
     if row.problems:
         raise RowError(row.problems)

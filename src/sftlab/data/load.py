@@ -54,6 +54,9 @@ DETECT_ROWS = 50  # rows of a file looked at to detect its format before giving 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 OnError = Literal["raise", "skip"]
+# How to skip bad rows, in the config keys users write (docs/bad_input.md has the Python API's on_error=).
+SKIP_HINT = ("skip bad rows with `data.on_error: skip` in the run config (`on_error: skip` in a curate config); "
+             "skipped rows are counted by reason, and written to a file with `rejects: FILE` on the data source")
 Source = str | Path | Any  # Any: a datasets.Dataset / IterableDataset / DatasetDict
 
 
@@ -88,7 +91,11 @@ class LoadStats:
     by_file: dict[str, int] = field(default_factory=dict)  # file -> rows loaded
     dropped_empty_system: int = 0  # empty system messages removed from loaded rows
     skipped_files: dict[str, str] = field(default_factory=dict)  # file -> reason (skip mode)
-    ignored_files: list[str] = field(default_factory=list)  # files in folders with no known extension
+    ignored_files: list[str] = field(default_factory=list)  # files of folders and globs not loaded
+    folders: dict[str, str] = field(default_factory=dict)  # folder -> which files were taken and skipped, by extension
+    empty_rows: int = 0  # CSV rows whose every cell is empty (not data; counted, not loaded)
+    empty_row_examples: list[str] = field(default_factory=list)  # their first few file:row
+    unused_columns: dict[str, list[str]] = field(default_factory=dict)  # file -> `columns` values it does not have
     ignored_message_keys: dict[str, IgnoredKey] = field(default_factory=dict)  # key -> counts, loaded rows only
 
     def add_ignored_keys(self, source: str, keys: dict[str, list[int]]) -> None:
@@ -116,15 +123,23 @@ class LoadStats:
             lines.append(f"  skipped {self.n_skipped:,} rows: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.skipped.items())))
         for name, reason in self.skipped_files.items():
             lines.append(f"  skipped file {name}: {reason}")
+        if self.empty_rows:
+            shown = ", ".join(self.empty_row_examples) + (", ..." if self.empty_rows > len(self.empty_row_examples) else "")
+            lines.append(f"  skipped {self.empty_rows:,} empty CSV row(s) (every cell empty): {shown}")
+        for name, cols in self.unused_columns.items():
+            lines.append(f"  columns mapping not used in {name}: it has no column {', '.join(map(repr, cols))}")
         if self.dropped_empty_system:
             lines.append(f"  dropped {self.dropped_empty_system:,} empty system message(s)")
         if self.ignored_message_keys:
             lines.append("  ignored message keys (a message keeps only its role and content):")
             for key, ik in sorted(self.ignored_message_keys.items(), key=lambda kv: (-kv[1].messages, kv[0])):
                 lines.append(f"    {ik.describe(key)}")
-        if self.ignored_files:
-            lines.append(f"  ignored {len(self.ignored_files)} file(s) of unknown type: " + ", ".join(self.ignored_files[:5])
-                         + (" ..." if len(self.ignored_files) > 5 else ""))
+        for name, note in self.folders.items():
+            lines.append(f"  folder {name}: {note}")
+        loose = [f for f in self.ignored_files if not any(f.startswith(os.path.join(d, "")) for d in self.folders)]
+        if loose:
+            lines.append(f"  ignored {len(loose)} file(s) of unknown type: " + ", ".join(loose[:5])
+                         + (" ..." if len(loose) > 5 else ""))
         return "\n".join(lines)
 
 
@@ -162,29 +177,61 @@ class _Source:
     path: Path | None = None
     obj: Any = None
     explicit: bool = False  # a hub id written with the hf: prefix
+    one_of_many: bool = False  # found in a folder or by a glob (not named by the user)
 
 
 def _is_dataset_object(x: Any) -> bool:
     return type(x).__module__.startswith("datasets.")
 
 
-def _folder_files(folder: Path, display: str, ignored: list[str]) -> list[_Source]:
-    out = []
+def _ext_counts(names: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for n in names:
+        ext = Path(n).suffix.lower() or "(no extension)"
+        counts[ext] = counts.get(ext, 0) + 1
+    return ", ".join(f"{ext} {n}" for ext, n in sorted(counts.items()))
+
+
+def _listed(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (f" ... ({len(names)} in all)" if len(names) > n else "")
+
+
+def _folder_files(folder: Path, display: str, ignored: list[str], notes: dict[str, str]) -> list[_Source]:
+    """The data files of a folder (recursively, sorted). Text (.txt) files are loaded as documents
+    only when the folder holds no structured data files (.jsonl .json .csv .tsv .parquet): beside
+    those they are READMEs and notes, not training data. What was taken and what skipped is noted
+    in `notes[display]`, by extension."""
+    found: list[tuple[Path, str, str | None]] = []
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder)
         if not p.is_file() or any(part.startswith(".") for part in rel.parts):
             continue  # hidden files (.gitattributes, .DS_Store) and folders (.git) are not data
-        name = os.path.join(display, *rel.parts)
-        kind = EXTENSIONS.get(p.suffix.lower())
-        if kind:
-            out.append(_Source(kind, name, p))
+        found.append((p, os.path.join(display, *rel.parts), EXTENSIONS.get(p.suffix.lower())))
+    structured = any(kind not in (None, "text") for _, _, kind in found)
+    out, text_skipped, unknown = [], [], []
+    for p, name, kind in found:
+        if kind is None:
+            unknown.append(name)
+        elif kind == "text" and structured:
+            text_skipped.append(name)
         else:
-            ignored.append(name)
+            out.append(_Source(kind, name, p, one_of_many=True))
+    ignored += text_skipped + unknown
+    if out or text_skipped or unknown:
+        note = f"took {len(out)} file(s) ({_ext_counts([s.display for s in out]) or 'none'})"
+        if text_skipped:
+            note += (f"; skipped {len(text_skipped)} text file(s) beside the structured data ({_listed(text_skipped)}): "
+                     "give a .txt file's path (or a glob) as its own source to train on it")
+        if unknown:
+            note += f"; skipped {len(unknown)} file(s) of other types ({_ext_counts(unknown)}: {_listed(unknown)})"
+        notes[display] = note
     return out
 
 
-def resolve_sources(sources: Source | list[Source], ignored: list[str]) -> list[_Source]:
-    """Paths, folders, globs, 'hf:' ids and dataset objects -> a flat, ordered list of sources."""
+def resolve_sources(sources: Source | list[Source], ignored: list[str], folders: dict[str, str] | None = None) -> list[_Source]:
+    """Paths, folders, globs, 'hf:' ids and dataset objects -> a flat, ordered list of sources.
+    Files not taken go to `ignored`; per folder, what was taken and skipped goes to `folders`."""
+    folders = {} if folders is None else folders
     items = sources if isinstance(sources, (list, tuple)) else [sources]
     if not items:
         raise DataError(Problem("sources", "", "no data sources given", "pass a file, folder, glob or dataset"))
@@ -211,12 +258,12 @@ def resolve_sources(sources: Source | list[Source], ignored: list[str]) -> list[
             if not found:
                 problems.append(Problem(text, "", "glob matches no data files (.jsonl .json .csv .tsv .parquet .txt)",
                                         "check the pattern; use ** with a folder to search it recursively"))
-            out += [_Source(EXTENSIONS[Path(m).suffix.lower()], m, Path(m)) for m in found]
+            out += [_Source(EXTENSIONS[Path(m).suffix.lower()], m, Path(m), one_of_many=len(found) > 1) for m in found]
         elif path.is_dir():
             if (path / "dataset_info.json").exists() and (path / "state.json").exists():
                 out.append(_Source("hf_disk", f"hf:{text}", path=path))  # written by Dataset.save_to_disk
                 continue
-            files = _folder_files(path, text, ignored)
+            files = _folder_files(path, text, ignored, folders)
             if not files:
                 problems.append(Problem(text, "", "folder holds no data files (.jsonl .json .csv .tsv .parquet .txt)",
                                         "point at the folder that holds the data"))
@@ -252,11 +299,12 @@ def _open_dataset(src: _Source, split: str, streaming: bool) -> tuple[Any, str]:
             f"{src.obj!r} is not a local file or folder, so it was taken as a datasets id; ")
         raise FileError("unreadable_dataset", Problem(
             src.display, "", f"{local}cannot load with datasets: {type(e).__name__}: {str(e)[:300]}",
-            "check the dataset id or path (and that it is available offline), or prefix hub ids with hf:")) from None
+            "check the path or dataset id (a hub dataset must be cached to load offline); write hub ids as hf:org/name")) from None
     if isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         if split not in ds:
             raise FileError("unknown_split", Problem(
-                src.display, "split", f"no split {split!r}; it has: {', '.join(ds)}", f"pass split= one of {', '.join(ds)}"))
+                src.display, "split", f"no split {split!r}; it has: {', '.join(ds)}",
+                f"set `split:` on the data source to one of {', '.join(ds)}"))
         ds = ds[split]
     return ds, split
 
@@ -329,7 +377,7 @@ class _Loader:
         if self.stats.loaded == 0 and self.limit != 0:
             names = ", ".join(s.display for s in self.sources[:3]) + (" ..." if len(self.sources) > 3 else "")
             raise DataError(Problem(names, "", "no conversations were loaded\n" + self.stats.summary(),
-                                    "see the skipped counts above (and the rejects file, if given)"))
+                                    "see the skipped counts above (and the rejects file, if one was set)"))
 
     def _rows(self, src: _Source) -> Iterator[RawRow]:
         if src.kind == "jsonl":
@@ -347,9 +395,56 @@ class _Loader:
         src.display = f"hf:{name}[{split}]"
         return read_dataset(ds, name, split)
 
+    def _non_empty(self, rows: Iterator[RawRow]) -> Iterator[RawRow]:
+        """Rows without the empty CSV rows, which are counted (and listed) instead."""
+        for raw in rows:
+            if raw.empty:
+                self.stats.rows_read += 1
+                self.stats.empty_rows += 1
+                if len(self.stats.empty_row_examples) < 3:
+                    self.stats.empty_row_examples.append(raw.source)
+                continue
+            yield raw
+
+    def _check_mapped_columns(self, rows: Iterator[RawRow], src: _Source) -> Iterator[RawRow]:
+        """`columns` names columns of the user's file: each must be a key of the file's rows
+        (checked on the first DETECT_ROWS objects), or the mapping would do nothing, silently.
+        A file found in a folder or by a glob that has none of them is noted, not refused
+        (one mapping may be meant for some of the files)."""
+        wanted = {theirs: ours for ours, theirs in self.columns.items()}
+        buffer: list[RawRow] = []
+        seen: set[str] = set()
+        n_objects = 0
+        for raw in rows:
+            buffer.append(raw)
+            if raw.error is None and isinstance(raw.record, dict):
+                n_objects += 1
+                seen.update(raw.record)
+                if all(c in seen for c in wanted) or n_objects >= DETECT_ROWS:
+                    break
+        missing = [c for c in wanted if c not in seen]
+        if missing and n_objects:
+            if src.one_of_many and len(missing) == len(wanted):
+                self.stats.unused_columns[src.display] = missing
+            else:
+                looked = "the file" if n_objects < DETECT_ROWS else f"the first {n_objects} rows"
+                pairs = ", ".join(f"{wanted[c]} -> {c!r}" for c in missing)
+                raise FileError("missing_mapped_column", Problem(
+                    src.display, "columns",
+                    f"the columns mapping names column(s) that {looked} does not have ({pairs}); its columns: "
+                    f"{', '.join(sorted(map(str, seen)))}",
+                    "write each column name as it is in the file: `columns: {OUR_FIELD: YOUR_COLUMN}` on the data "
+                    "source, or remove the mapping (docs/config.md)"))
+        yield from buffer
+        yield from rows
+
     def _with_format(self, rows: Iterator[RawRow], src: _Source) -> Iterator[tuple[str, RawRow]]:
         """Tag rows with the file's format: forced, or detected from the first row that matches."""
         forced = "text" if src.kind == "text" else (None if self.format == "auto" else self.format)
+        if src.kind in ("csv", "tsv"):
+            rows = self._non_empty(rows)
+        if self.columns and src.kind != "text":
+            rows = self._check_mapped_columns(rows, src)
         buffer: list[RawRow] = []
         fmt = forced
         n_objects = 0
@@ -382,7 +477,8 @@ class _Loader:
         if fmt is not None:
             return
         if n_rows == 0:
-            raise FileError("empty_file", Problem(src.display, "", "file has no rows (only blank lines)",
+            what = "only empty rows" if self.stats.empty_rows and src.kind in ("csv", "tsv") else "only blank lines"
+            raise FileError("empty_file", Problem(src.display, "", f"file has no rows ({what})",
                                                   "remove the file or add rows"))
         for b in buffer:  # rows that failed to parse are still reported, in order
             if b.error is not None:
@@ -391,14 +487,19 @@ class _Loader:
             raise FileError("unknown_format", Problem(
                 src.display, "", f"cannot tell the format from the keys {first_keys} (first of {n_objects} rows looked at); "
                 f"formats need: {formats_help()}",
-                f"pass format=... and a columns= mapping, e.g. {self._suggest(first_keys)}"))
+                f"name the format and map your columns on the data source, e.g. {self._suggest(first_keys)}"))
 
     @staticmethod
     def _suggest(keys: list[str] | None) -> str:
-        keys = [k for k in (keys or []) if k not in ("id", "meta")]
+        """An example fix in the user's words: the YAML keys of a data source."""
+        keys = [str(k) for k in (keys or []) if k not in ("id", "meta")]
         if len(keys) >= 2:
-            return f'format="alpaca", columns={{"instruction": {keys[0]!r}, "output": {keys[1]!r}}}'
-        return f'format="text", columns={{"text": {keys[0]!r}}}' if keys else 'format="text"'
+            example = f"`format: alpaca` with `columns: {{instruction: {keys[0]}, output: {keys[1]}}}`"
+        elif keys:
+            example = f"`format: text` with `columns: {{text: {keys[0]}}}`"
+        else:
+            example = "`format: text`"
+        return f"{example} (data.train[] in a run config; docs/config.md)"
 
     def _check_columns(self, header: list[str], fmt: str | None, src: _Source) -> None:
         """CSV/Parquet: the columns a format needs must all be there (after the columns= mapping)."""
@@ -407,11 +508,11 @@ class _Loader:
         if fmt and all(k in keys for k in REQUIRED[fmt]):
             return
         need = "; ".join(f"{f} needs {', '.join(REQUIRED[f])}" for f in needed)
-        mapped = f" (after columns={self.columns})" if self.columns else ""
+        mapped = f" (after the columns mapping {self.columns})" if self.columns else ""
         missing = f"missing {', '.join(k for k in REQUIRED[fmt] if k not in keys)}; " if fmt else ""
         raise FileError("missing_columns", Problem(
             src.display, "", f"{missing}the file has columns {', '.join(header)}{mapped}, but {need}",
-            f"rename the columns or map them, e.g. {self._suggest(header)}"))
+            f"rename the columns, or map them on the data source, e.g. {self._suggest(header)}"))
 
     def _one_source(self, src: _Source) -> Iterator[Conversation]:
         problems: list[Problem] = []
@@ -424,7 +525,8 @@ class _Loader:
                 if error is None:
                     try:
                         rec = rename_columns(raw.record, self.columns)
-                        conv, notes = to_conversation(rec, fmt, raw.source, require_response=self.require_response)
+                        conv, notes = to_conversation(rec, fmt, raw.source, require_response=self.require_response,
+                                                      detected=self.format == "auto")
                     except RowError as e:
                         error = e
                 if error is not None:
@@ -456,8 +558,7 @@ class _Loader:
         if problems:
             more = " (stopped looking after that many)" if len(problems) >= MAX_PROBLEMS_PER_FILE else ""
             raise DataError(problems[:MAX_PROBLEMS_PER_FILE], header=(
-                f"{len(problems[:MAX_PROBLEMS_PER_FILE])} problem(s) in {src.display}{more}; fix them, or pass "
-                "on_error='skip' to skip bad rows (counted, and written to rejects_path if given):"))
+                f"{len(problems[:MAX_PROBLEMS_PER_FILE])} problem(s) in {src.display}{more}; fix them, or {SKIP_HINT}:"))
 
 
 # ---- public API ----------------------------------------------------------------------------
@@ -508,7 +609,7 @@ def iter_conversations(
     """
     _check_args(format, columns, on_error, limit)
     stats = LoadStats()
-    srcs = resolve_sources(sources, stats.ignored_files)
+    srcs = resolve_sources(sources, stats.ignored_files, stats.folders)
     loader = _Loader(srcs, format=format, columns=columns, on_error=on_error,
                      rejects_path=Path(rejects_path) if rejects_path is not None else None, split=split,
                      streaming=streaming, limit=limit, require_response=require_response,

@@ -48,6 +48,7 @@ class RawRow:
     error: RowError | None = None
     raw: str | None = None  # the unparsed text, kept for the rejects file
     tabular: bool = False  # CSV/Parquet: every row has the same keys (the columns)
+    empty: bool = False  # a CSV row whose every cell is empty: not a row of data, counted by the loader
 
 
 class FileError(Exception):
@@ -139,7 +140,7 @@ def read_jsonl(path: Path, display: str, max_line_bytes: int = MAX_LINE_BYTES) -
                 yield RawRow(where, error=_row_error(
                     "line_too_long", where,
                     f"line is {total:,} bytes, over the limit of {max_line_bytes:,} bytes; not loaded",
-                    "split the row, or raise max_line_bytes if it is really one example"),
+                    "split it into smaller rows (a line over the limit is never read into memory)"),
                     raw=f"<{total} bytes not loaded>")
                 continue
             offset += len(line)
@@ -293,8 +294,11 @@ def read_csv(path: Path, display: str, max_line_bytes: int = MAX_LINE_BYTES, del
                 bad.clear()
                 yield RawRow(where, error=_row_error("not_utf8", where, msg, NOT_UTF8_FIX), raw=delimiter.join(values))
                 continue
-            if not values or not any(v.strip() for v in values):
-                continue  # blank line
+            if not values:
+                continue  # a blank line
+            if not any(v.strip() for v in values):
+                yield RawRow(where, empty=True)  # e.g. ",,," left by a spreadsheet: counted and reported
+                continue
             any_rows = True
             if len(values) != len(header):
                 yield RawRow(where, error=_row_error(
