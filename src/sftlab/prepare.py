@@ -110,34 +110,39 @@ PREFLIGHT_ROWS = 200
 
 
 def render_checked(renderer: Renderer, convs: list[Conversation], desc: str, cache: TokenCache | None,
-                   check: bool) -> tuple[list[Rendered], str]:
+                   check: bool, preflight_rows: int | None = PREFLIGHT_ROWS, store: bool = True) -> tuple[list[Rendered], str]:
     """Rendered rows of `convs` (from the cache when it has them), and what the cache did.
 
-    `check`: pre-flight on the first PREFLIGHT_ROWS rows, before the rest is rendered, so a bad
-    template fails in seconds on a large data set. On a cache hit the checks run on cached rows."""
+    `check`: pre-flight on the first `preflight_rows` rows (None: every row, as `sftlab train --dry-run`
+    does), before the rest is rendered, so a bad template fails in seconds on a large data set. On a
+    cache hit the checks run on cached rows. `store`: False leaves a cache miss unstored (the dry run
+    writes nothing)."""
+    head_rows = len(convs) if preflight_rows is None else preflight_rows
     key = cache.key(convs) if cache is not None else None
     status = "off (the tokenizer has no `tokenizers` backend to fingerprint)" if cache is not None and key is None else ""
     if key is not None:
         rows, status = cache.load(key, convs)
         if rows is not None:
             if check:
-                report = preflight(renderer, convs, PREFLIGHT_ROWS, rendered=rows)
+                report = preflight(renderer, convs, head_rows, rendered=rows)
                 if not report.ok:
                     raise TemplateError(report.format())
             return rows, f"hit {key[:12]}"
     with tqdm(total=len(convs), desc=desc, unit="ex", leave=False, mininterval=1.0) as bar:
-        head = renderer.render_batch(convs[:PREFLIGHT_ROWS], progress=bar)
+        head = renderer.render_batch(convs[:head_rows], progress=bar)
         if check:
-            report = preflight(renderer, convs, PREFLIGHT_ROWS, rendered=head)
+            report = preflight(renderer, convs, head_rows, rendered=head)
             if not report.ok:
                 raise TemplateError(report.format())
-        rows = _check_rendered(convs, head + renderer.render_batch(convs[PREFLIGHT_ROWS:], progress=bar))
+        rows = _check_rendered(convs, head + renderer.render_batch(convs[head_rows:], progress=bar))
     if key is not None:
-        status = f"{status}, {cache.store(key, rows)} {key[:12]}"
+        status = f"{status}, {cache.store(key, rows) if store else 'not stored'} {key[:12]}"
     return rows, status
 
 
-def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id: int) -> Prepared:
+def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id: int, *,
+            preflight_rows: int | None = PREFLIGHT_ROWS, store_cache: bool = True) -> Prepared:
+    """`preflight_rows`, `store_cache`: see render_checked (`sftlab train --dry-run`: every row, nothing stored)."""
     convs, notes = load_sources(data.train, data.on_error, train_cfg.seed)
     if data.eval:
         eval_convs, eval_notes = load_sources(data.eval, data.on_error, train_cfg.seed)
@@ -155,7 +160,8 @@ def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id
         raise DataError(Problem("data.train", "", "no training examples were loaded", "check the paths and formats"))
 
     cache = TokenCache(renderer, cache_root()) if data.cache else None
-    rendered, train_status = render_checked(renderer, convs, "render train", cache, check=True)
+    rendered, train_status = render_checked(renderer, convs, "render train", cache, check=True, preflight_rows=preflight_rows,
+                                            store=store_cache)
     statuses = [f"train {train_status}"]
     rendered, length_report = apply_length_policy(rendered, data.max_len, data.length_policy)
     # rows hold up to tokens_per_batch tokens; an example longer than that (up to max_len) gets a row
@@ -165,7 +171,7 @@ def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id
                           seed=train_cfg.seed, order=data.pack_order)
     eval_ds = None
     if eval_convs:
-        ev, eval_status = render_checked(renderer, eval_convs, "render eval", cache, check=False)
+        ev, eval_status = render_checked(renderer, eval_convs, "render eval", cache, check=False, store=store_cache)
         statuses.append(f"eval {eval_status}")
         ev, ev_report = apply_length_policy(ev, data.max_len, data.length_policy)
         if ev_report.too_long:

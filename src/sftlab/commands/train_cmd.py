@@ -1,4 +1,4 @@
-"""`sftlab train CONFIG [key=value ...] [--resume | --overwrite] [--force-resume]`.
+"""`sftlab train CONFIG [key=value ...] [--resume | --overwrite] [--force-resume] [--dry-run]`.
 
 Overrides and flags may come in any order (`cfg.yaml --resume train.lr=1e-4` and
 `cfg.yaml train.lr=1e-4 --resume`): a plain argparse `nargs="*"` positional stops at the first flag,
@@ -36,6 +36,10 @@ def register(sub) -> None:
                    help="start again in a used train.output_dir: deletes sftlab's outputs there (checkpoints, final/, metrics.jsonl, run.json); "
                         "refuses if the folder holds other files")
     p.add_argument("--force-resume", action="store_true", help="resume (implies --resume) even if the config or data changed since the checkpoint")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the whole run without training: load and render every row with the run's template, pre-flight each one, "
+                        "length policy, packing; print the data summary, every bad row (file:line and why), the optimizer steps and "
+                        "what train would do in train.output_dir. Loads no model weights, writes nothing; exit 2 if train would refuse")
     p.set_defaults(func=run)
 
 
@@ -48,5 +52,11 @@ def run(args) -> int:
         raise SftlabError("--resume and --overwrite contradict each other: --resume continues the run in train.output_dir, "
                           "--overwrite deletes it and starts again; pass one of them")
     cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        from sftlab.dry_run import dry_run
+
+        report = dry_run(cfg, resume=args.resume, overwrite=args.overwrite, force_resume=args.force_resume, config_name=args.config)
+        print("\n".join(report.lines))
+        return report.exit_code
     result = train(cfg, resume=args.resume or args.force_resume, overwrite=args.overwrite, force_resume=args.force_resume)
     return 3 if result.stopped_early else 0
