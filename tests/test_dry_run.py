@@ -201,6 +201,13 @@ def test_output_dir_under_a_file_is_refused_without_creating_anything(tmp_path):
         check_output_dir(tmp_path / "blocker" / "run", resume=False, overwrite=False, is_main=True)
 
 
+def test_a_model_folder_without_weights_is_refused(tmp_path, capsys, no_weights):
+    cfg = run_config(tmp_path)
+    (tmp_path / "tiny-model" / "model.safetensors").unlink()
+    rc, out = _dry(tmp_path, cfg, "--dry-run", capsys=capsys)
+    assert rc == 2 and "has no weights" in out and "train: 24 examples" in out  # the data is still checked
+
+
 def test_dry_run_with_overwrite_and_resume_is_refused_like_train(tmp_path, capsys):
     rc, out = _dry(tmp_path, run_config(tmp_path), "--dry-run", "--resume", "--overwrite", capsys=capsys)
     assert rc == 2

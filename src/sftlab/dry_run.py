@@ -82,7 +82,10 @@ def dry_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, fo
     try:
         tokenizer, described = load_tokenizer_only(cfg)
         say(f"model: {described}: tokenizer loaded ({type(tokenizer).__name__}, {len(tokenizer)} tokens), weights not loaded")
-        check_weights_present(cfg.model.name)
+        try:
+            check_weights_present(cfg.model.name)
+        except SftlabError as e:  # train would stop at loading the model: said, and the data is still checked
+            result.problems.append(str(e))
         added = apply_template(tokenizer, cfg.model.template, add_missing_tokens=cfg.model.add_special_tokens)
         renderer = Renderer(tokenizer, train_on=cfg.data.train_on)
         say(f"template: {cfg.model.template}" + (f" (adds {added})" if added else "")
@@ -245,12 +248,11 @@ def load_tokenizer_only(cfg: RunConfig):
 
 def check_weights_present(name: str) -> None:
     """A local model folder has config.json and safetensors weights (model.py's check, no weights read)."""
-    from sftlab import model as model_module
+    from sftlab.model import check_model_folder, resolve
 
-    check = getattr(model_module, "check_model_folder", None)  # model.py's folder check, where this version has it
-    src = model_module.resolve(name)
-    if check is not None and src.kind == "folder" and not (Path(src.path) / "adapter_config.json").exists():
-        check(src.path, weights=True)
+    src = resolve(name)
+    if src.kind == "folder" and not (Path(src.path) / "adapter_config.json").exists():
+        check_model_folder(src.path, weights=True)
 
 
 # ---- data -----------------------------------------------------------------------------------------------
