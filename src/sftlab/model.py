@@ -319,7 +319,7 @@ def load_adapter_model(path: str, **kw):
     from peft import PeftModel
 
     base = json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model = load_model(base, **kw)
+    model = load_model(adapter_base_model(base, path), **kw)
     return PeftModel.from_pretrained(model, path)
 
 
@@ -330,12 +330,104 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str
     return get_peft_model(model, cfg)
 
 
-def save_model(model, tokenizer, out: Path) -> None:
-    """Adapter (for peft models) or full model, as safetensors, with tokenizer and chat template."""
+def save_model(model, tokenizer, out: Path, *, base_model: str | None = None, card: str | None = None) -> None:
+    """Adapter (for peft models) or full model, as safetensors, with tokenizer and chat template.
+
+    An adapter's adapter_config.json names its base portably (portable_model_name): `base_model`, the
+    model name as the run was given it (model.name), else the path peft recorded, never sftlab's cached
+    copy of a converted GGUF. (peft saves first with the path it loaded from: it reads the base's
+    config.json there to see whether the embeddings were resized, and must not look up a hub id.)
+    `card`: the README.md model card (model_card.py), written over peft's."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
+    configs = getattr(model, "peft_config", None)
+    for adapter, config in (configs.items() if isinstance(configs, dict) else []):
+        recorded = config.base_model_name_or_path
+        portable = portable_model_name(base_model or recorded)
+        folder = out if adapter == "default" else out / adapter
+        if portable == recorded or not (folder / "adapter_config.json").is_file():
+            continue
+        saved = json.loads((folder / "adapter_config.json").read_text())
+        saved["base_model_name_or_path"] = portable
+        (folder / "adapter_config.json").write_text(json.dumps(saved, indent=2, sort_keys=True))
+        if card is None and recorded and (folder / "README.md").is_file():  # peft's card names the base too
+            readme = folder / "README.md"
+            readme.write_text(readme.read_text(encoding="utf-8").replace(recorded, portable), encoding="utf-8")
     tokenizer.save_pretrained(out)
+    if card is not None:
+        (out / "README.md").write_text(card, encoding="utf-8")
+
+
+# ---- portable base names: what a saved adapter records, and what loading it again loads --------------
+# The hub model each embedded GGUF was made from. A saved adapter names it as its base (a cache path
+# means nothing on another machine, and transformers/peft read hub ids); sftlab loads the embedded
+# copy again for it (adapter_base_model), so runs/x/final works offline.
+EMBEDDED_HUB_IDS = {DEFAULT_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}
+# model card (README.md) front-matter key: the model.name the run trained on, as given (model_card.py)
+CARD_BASE_KEY = "sftlab_base_model"
+
+
+def embedded_alias(name: str | None) -> str | None:
+    """The embedded model `name` stands for: its alias, its hub id, the GGUF file in its package, or
+    sftlab's converted copy in cache_dir()/gguf (what adapters saved by older versions recorded)."""
+    if not name:
+        return None
+    if name in _EMBEDDED:
+        return name
+    for alias, hub_id in EMBEDDED_HUB_IDS.items():
+        if name.lower() == hub_id.lower():  # hub ids are not case-sensitive
+            return alias
+    p = Path(name).expanduser()
+    for alias, (package, filename) in _EMBEDDED.items():
+        if p.name == filename and p.parent.name == package:
+            return alias
+        if p.parent.name == "gguf" and re.fullmatch(re.escape(Path(filename).stem) + r"-[0-9a-f]{12}", p.name):
+            return alias
+    return None
+
+
+def portable_model_name(name: str | None) -> str | None:
+    """The base a saved model records: an embedded model (embedded_alias) -> its hub id; a hub id or a
+    local path as given (a local folder stays the path the user wrote)."""
+    alias = embedded_alias(name)
+    return EMBEDDED_HUB_IDS[alias] if alias in EMBEDDED_HUB_IDS else name
+
+
+def card_base_model(folder: str | Path) -> str | None:
+    """The model name an sftlab run trained on, from the front matter of the model card in `folder`."""
+    try:
+        text = (Path(folder) / "README.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.startswith("---\n"):
+        return None
+    front = text[4:].split("\n---", 1)[0]
+    m = re.search(rf"^{CARD_BASE_KEY}:[ \t]*(.+?)[ \t]*$", front, flags=re.MULTILINE)
+    if not m:
+        return None
+    value = m.group(1)
+    try:
+        return json.loads(value) if value.startswith('"') else value.strip("'")
+    except ValueError:
+        return None
+
+
+def adapter_base_model(base: str, adapter_dir: str | Path) -> str:
+    """What to load as the base of the adapter in `adapter_dir`, whose adapter_config.json names `base`.
+    An embedded model (its hub id, or a cache path older versions wrote) loads the embedded GGUF, which
+    needs no network, when the model card says the run trained on it or when the hub model is not in
+    the local huggingface_hub cache; otherwise `base` as it is."""
+    alias = embedded_alias(base)
+    if alias is None or alias == base:
+        return base
+    if importlib.util.find_spec(_EMBEDDED[alias][0]) is None:  # no embedded copy here: the hub (or the path) it is
+        return base
+    if base.lower() != EMBEDDED_HUB_IDS[alias].lower():  # a path older versions wrote: itself while it is there
+        return base if Path(base).expanduser().exists() else alias
+    if card_base_model(adapter_dir) == alias or not _in_hub_cache(EMBEDDED_HUB_IDS[alias]):
+        return alias
+    return base
 
 
 def merge_and_save(adapter_or_model: str, out: Path, dtype: str = "float32") -> Path:

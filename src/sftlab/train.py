@@ -40,6 +40,7 @@ from sftlab.fused_lora import fuse_lora_layers
 from sftlab.fused_mlp import fuse_mlp_layers
 from sftlab.loss import summed_loss
 from sftlab.model import add_lora, count_parameters, load_model, load_tokenizer, save_model
+from sftlab.model_card import model_card
 from sftlab.pack import Batch, PackedDataset
 from sftlab.packed_attention import packed_attention
 from sftlab.prepare import Prepared, prepare
@@ -84,6 +85,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
         log(f"warning: {length_warning}")
 
     # ---- model ----------------------------------------------------------------------------------
+    base_name = cfg.model.name if model is None else None  # what final/ names as its base (a model passed in: its own path)
     if model is None:
         model = load_model(
             cfg.model.name,
@@ -258,7 +260,9 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
                                               per_example_attention=cfg.train.packed_attention)
         if is_main:
             save_checkpoint(out, steps_done, accelerator.unwrap_model(model), optimizer, scheduler, meta, cfg.train.keep_checkpoints)
-            save_model(accelerator.unwrap_model(model), tokenizer, final_dir)
+            card = model_card(cfg, data, base_model=base_name, steps=steps_done, steps_per_epoch=steps_per_epoch, final_loss=last_loss,
+                              eval_loss=eval_loss, lora=hasattr(accelerator.unwrap_model(model), "peft_config"))
+            save_model(accelerator.unwrap_model(model), tokenizer, final_dir, base_model=base_name, card=card)
     result = TrainResult(out, final_dir, steps_done, last_loss, eval_loss, trained_tokens, time.time() - started, stopped_early,
                          nonfinite_skipped, run_warnings)
     if is_main:
