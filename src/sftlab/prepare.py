@@ -36,11 +36,7 @@ def load_source(src: DataSourceConfig, on_error: str) -> tuple[list[Conversation
         convs = evaluation if name == "tasks-eval" else train
         convs = convs[: src.limit] if src.limit else convs
         return convs, f"{src.path}: {len(convs)} conversations (built-in suite)"
-    from sftlab.data import load_conversations
-
-    res = load_conversations(
-        src.path, format=src.format, columns=src.columns, on_error=on_error, split=src.split, streaming=src.streaming, limit=src.limit
-    )
+    res = src.load(on_error=on_error)  # format, columns, split, streaming, limit, rejects: as the source says
     return res.conversations, f"{src.path}: " + res.stats.summary().replace("\n", "; ")
 
 
