@@ -88,10 +88,13 @@ def test_a_row_the_loader_refuses_exits_2_with_file_line(tmp_path, capsys, no_we
     assert f"bad rows (1):\n  - {data}:3:" in out
     assert "would refuse" in out and not (tmp_path / "run").exists()
 
-    # data.on_error: skip -> train skips (and counts) the row: the dry run says so and exits 0
+    # data.on_error: skip -> train skips (and counts) the row: the dry run says so and exits 0, and
+    # writes no rejects file even where the source asks for one
+    cfg["data"]["train"][0]["rejects"] = str(tmp_path / "rejects.jsonl")
     rc, out = _dry(tmp_path, cfg, "--dry-run", "data.on_error=skip", capsys=capsys)
     assert rc == 0, out
     assert "skipped 1 rows" in out and "train: 4 examples" in out
+    assert not (tmp_path / "rejects.jsonl").exists()
 
 
 FORBIDDING = ("{% for message in messages %}{% if 'FORBIDDEN' in message['content'] %}{{ raise_exception('no FORBIDDEN here') }}"
