@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -231,6 +232,7 @@ def worker_sftlab(a, overrides: list[str]) -> dict:
     cfg.train.save_every = 1
     result = train(cfg, tokenizer=tok)
     t_trained = time.time()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak of the training (the evaluator loads another copy after)
     sftrain.save_checkpoint = original
     metrics = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
     by_step = {m["step"]: m for m in metrics}
@@ -238,7 +240,7 @@ def worker_sftlab(a, overrides: list[str]) -> dict:
     losses = evaluate_states(folder, tok, heldout, states)
     return {
         "steps": len(metrics), "points": [{"step": s, "train_s": by_step[s]["elapsed_s"], "heldout": l} for s, l in zip(points, losses)],
-        "train_s": metrics[-1]["elapsed_s"], "wall_s": t_trained - t_start,
+        "train_s": metrics[-1]["elapsed_s"], "wall_s": t_trained - t_start, "rss_mb": rss_mb,
         "trained_tokens": sum(m["trained_tokens"] for m in metrics),
         "train_losses": [m["loss"] for m in metrics], "grad_norms": [m["grad_norm"] for m in metrics], "lrs": [m["lr"] for m in metrics],
         "tokens_per_batch": cfg.train.tokens_per_batch, "rows": len(data.train), "fill": data.train.fill_ratio(),
@@ -304,12 +306,13 @@ def worker_trl(a, padfree: bool) -> dict:
     trainer = Counting(model=base, args=args, train_dataset=ds, processing_class=tok, peft_config=lora_config(), callbacks=[Clock()])
     trainer.train()
     t_trained = time.time()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # the trainer's peft model names its tensors as a fresh get_peft_model does
     losses = evaluate_states(folder, tok, heldout, states)
     last = max(stamps)
     return {
         "steps": last, "points": [{"step": s, "train_s": stamps[s], "heldout": l} for (s, _), l in zip(states, losses)],
-        "train_s": stamps[last], "wall_s": t_trained - t_start, "trained_tokens": sum(trained),
+        "train_s": stamps[last], "wall_s": t_trained - t_start, "rss_mb": rss_mb, "trained_tokens": sum(trained),
         "train_losses": [x["loss"] for x in logs], "grad_norms": [x.get("grad_norm") for x in logs],
         "lrs": [x.get("learning_rate") for x in logs],
     }
@@ -385,17 +388,19 @@ def report(results: list[dict], target: float | None) -> None:
     final = {n: [r["points"][-1]["heldout"] for r in runs if r["run"] == n] for n in names}
     if target is None and final.get("trl_default"):
         target = statistics.mean(final["trl_default"])
-    print(f"\n{'run':44s} {'seeds':>5s} {'held-out loss (end)':>22s}  {'per seed':28s} {'steps':>5s} {'trained tok':>11s} {'train s':>8s} {'wall s':>7s} {'to target s':>12s}")
+    print(f"\n{'run':44s} {'seeds':>5s} {'held-out loss (end)':>22s}  {'per seed':28s} {'steps':>5s} {'trained tok':>11s} {'tok/s':>6s} {'train s':>8s} {'wall s':>7s} {'RSS MB':>7s} {'to target s':>12s}")
     summary = {}
     for n in names:
         rs = [r for r in runs if r["run"] == n]
         tt = [time_to(r["points"], base["heldout"], target) if base and target is not None else None for r in rs]
         reached = [t for t in tt if t is not None]
         ttxt = (f"{statistics.mean(reached):.1f}" + ("" if len(reached) == len(rs) else f" ({len(reached)}/{len(rs)})")) if reached else "not reached"
+        rss = f"{max(r['rss_mb'] for r in rs):.0f}" if all("rss_mb" in r for r in rs) else "-"
         summary[n] = {"train_s": statistics.mean(r["train_s"] for r in rs), "to_target": statistics.mean(reached) if len(reached) == len(rs) else None,
                       "final": statistics.mean(final[n])}
         print(f"{n:44s} {len(rs):5d} {spread(final[n]):>22s}  {' '.join(f'{x:.4f}' for x in final[n]):28s} {rs[0]['steps']:5d} "
-              f"{rs[0]['trained_tokens']:11d} {summary[n]['train_s']:8.1f} {statistics.mean(r['wall_s'] for r in rs):7.1f} {ttxt:>12s}")
+              f"{rs[0]['trained_tokens']:11d} {statistics.mean(r['trained_tokens'] / r['train_s'] for r in rs):6.1f} {summary[n]['train_s']:8.1f} "
+              f"{statistics.mean(r['wall_s'] for r in rs):7.1f} {rss:>7s} {ttxt:>12s}")
     if target is not None:
         print(f"target = {target:.4f} (" + ("--target" if "trl_default" not in final else "TRL default's mean held-out loss after the run") + ")")
     print("\nheld-out loss at the eval points (mean over seeds; train s):")
