@@ -40,6 +40,9 @@ def ref_render(tok, conv: Conversation, train_on: str, stop_text: str):
             ids = ids + [tok.eos_token_id]
         return ids, ([0] + [1] * (len(ids) - 1) if ids else []), [len(ids)], "text"
     messages = conv.to_dicts()
+    if messages and messages[0]["role"] == "assistant":  # refused: no prompt for the first answer
+        raise TemplateError(f"{conv.source or conv.id}: the conversation starts with an assistant message; expected a user "
+                            "(or system) message first. Add the user message it answers, or drop the conversation.")
     full = ref_template(tok, messages, False)
     idx = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     if train_on == "last_assistant":
