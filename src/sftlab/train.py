@@ -538,9 +538,10 @@ def describe_config_change(old: dict | None, new: dict, old_fp: str | None, new_
     a, b = _flatten(old), _flatten(new)
     ignore = {"train.output_dir", "train.save_every", "train.keep_checkpoints", *MOVED_KEYS}
     changed = [k for k in sorted(a.keys() | b.keys()) if a.get(k, "<unset>") != b.get(k, "<unset>")]
-    changed = [k for k in changed if k not in ignore and not k.startswith("train.speed.")] or changed
-    if not changed:
-        return f" (fingerprint {old_fp} -> {new_fp}, but no key differs: this sftlab version hashes the config differently)"
+    changed = [k for k in changed if k not in ignore and not k.startswith("train.speed.")]
+    if not changed:  # e.g. saved before train.speed existed, when train.loss_chunk_tokens was hashed
+        return (f" (fingerprint {old_fp} -> {new_fp}, but no key that changes the result differs: it was saved by an sftlab "
+                "version that hashed the config differently; --force-resume continues it as it is)")
     show = lambda v: "(not set)" if v == "<unset>" else json.dumps(v)  # noqa: E731
     lines = [f"    {k}: {show(a.get(k, '<unset>'))} -> {show(b.get(k, '<unset>'))}" for k in changed[:20]]
     if len(changed) > 20:
