@@ -541,7 +541,8 @@ def describe_config_change(old: dict | None, new: dict, old_fp: str | None, new_
     changed = [k for k in changed if k not in ignore and not k.startswith("train.speed.")]
     if not changed:  # e.g. saved before train.speed existed, when train.loss_chunk_tokens was hashed
         return (f" (fingerprint {old_fp} -> {new_fp}, but no key that changes the result differs: it was saved by an sftlab "
-                "version that hashed the config differently; --force-resume continues it as it is)")
+                "version that hashed the config differently, e.g. before train.speed (then --force-resume continues the same "
+                "run) or before the data order of 2026-12-02 (then it would continue on another data order))")
     show = lambda v: "(not set)" if v == "<unset>" else json.dumps(v)  # noqa: E731
     lines = [f"    {k}: {show(a.get(k, '<unset>'))} -> {show(b.get(k, '<unset>'))}" for k in changed[:20]]
     if len(changed) > 20:
