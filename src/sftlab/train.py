@@ -117,6 +117,8 @@ class Run:
 
 
 def setup(cfg: RunConfig, accelerator: Accelerator, out: Path, model, tokenizer) -> Run:
+    """Data, model (disk space checked for its checkpoints), optimizer and schedule; the model
+    prepared by accelerate (DDP, FSDP, ...) and compiled under train.compile."""
     log = accelerator.print
     tokenizer, added_tokens, data = setup_data(cfg, tokenizer)
     log(data.summary())
