@@ -1,4 +1,4 @@
-"""torch's MKL vs numpy's OpenBLAS for the linear layers (train.cpu_matmul), in ONE process.
+"""torch's MKL vs numpy's OpenBLAS for the linear layers (train.speed.cpu_matmul), in ONE process.
 
     python benchmarks/bench_cpu_matmul.py              # SmolLM2-135M LoRA r=16, 3 batches x 4 rounds
     GOMP_SPINCOUNT=300000 python benchmarks/bench_cpu_matmul.py   # libgomp's default spin: OpenBLAS loses
@@ -11,8 +11,9 @@ bench_train.py's --techniques runs them, were swamped by host load: matmul peaks
 between rounds). Prints the median seconds per round of each setting and the ratio, checks that
 the losses and the first gradients agree, and prints the process's calibration (cpu_blas.choose).
 
-GOMP_SPINCOUNT matters (cpu_blas.py): at libgomp's default torch's OpenMP workers spin after every
-op and OpenBLAS loses; `import sftlab` before torch sets 1000 unless it is set, as this script does.
+GOMP_SPINCOUNT matters (speed/cpu_blas.py): at libgomp's default torch's OpenMP workers spin after
+every op and OpenBLAS loses; the `sftlab` command sets 1000 before torch loads unless it is set, and
+so does this script (sftlab.speed.configure_openmp).
 """
 
 from __future__ import annotations
@@ -36,17 +37,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
 
-    import sftlab  # noqa: F401  (first: sets GOMP_SPINCOUNT before torch loads, as users get it)
+    from sftlab.speed import configure_openmp
+
+    configure_openmp()  # first: GOMP_SPINCOUNT before torch loads, as the `sftlab` command sets it
+    import functools
+
     import torch
     from accelerate import Accelerator
 
     import bench_train as bt
-    from sftlab import cpu_blas
     from sftlab.config import load_config
-    from sftlab.fused_lora import fuse_lora_layers
-    from sftlab.fused_mlp import fuse_mlp_layers
     from sftlab.prepare import prepare
     from sftlab.render import Renderer
+    from sftlab.speed import chunked_loss, cpu_blas
+    from sftlab.speed.fused_lora import fuse_lora_layers
+    from sftlab.speed.fused_mlp import fuse_mlp_layers
+    from sftlab.speed.packed_attention import packed_attention
     from sftlab.train import accumulate_gradients, step_batches
 
     torch.set_num_threads(a.threads)
@@ -72,10 +78,11 @@ def main() -> None:
     def run(use_blas: bool):
         losses = []
         t = time.perf_counter()
-        with cpu_blas.blas_matmuls(use_blas):
+        loss_fn = functools.partial(chunked_loss.summed_loss, chunk_tokens=cfg.train.speed.loss_chunk_tokens)
+        with cpu_blas.blas_matmuls(use_blas), packed_attention(model):
             for b in batches:
                 model.zero_grad(set_to_none=True)
-                losses.append(accumulate_gradients(model, b, acc, chunk_tokens=cfg.train.loss_chunk_tokens)[0])
+                losses.append(accumulate_gradients(model, b, acc, loss_fn=loss_fn)[0])
         grads = [p.grad.clone() for p in model.parameters() if p.grad is not None][:8]
         return time.perf_counter() - t, losses, grads
 
@@ -83,7 +90,7 @@ def main() -> None:
     print(f"# bench_cpu_matmul: SmolLM2-135M LoRA r=16, {a.batches} packed batches ({tokens} tokens) per round, "
           f"{a.rounds} rounds, threads={a.threads}, {env}", flush=True)
     choice = cpu_blas.choose(model.config.hidden_size, model.config.intermediate_size)
-    print(f"calibration (train.cpu_matmul: auto would use {'OpenBLAS' if choice['use'] else 'torch'}): {choice['reason']}")
+    print(f"calibration (train.speed.cpu_matmul: auto would use {'OpenBLAS' if choice['use'] else 'torch'}): {choice['reason']}")
     names = {False: "torch", True: "openblas"}
     for use in (False, True):  # warm-up: thread pools, page faults, first-call allocations
         run(use)

@@ -218,11 +218,11 @@ def worker_sftlab(a, extra: dict | None = None) -> dict:
 
 
 def cpu_matmul_used(cfg) -> str:
-    """Which BLAS sftlab's train() chose for its linear layers (train.cpu_matmul; cpu_blas.py)."""
-    from sftlab import cpu_blas
+    """Which BLAS sftlab's train() chose for its linear layers (train.speed.cpu_matmul; speed/cpu_blas.py)."""
+    from sftlab.speed import cpu_blas
 
-    if cfg.train.cpu_matmul != "auto":
-        return cfg.train.cpu_matmul
+    if cfg.train.speed.cpu_matmul != "auto":
+        return cfg.train.speed.cpu_matmul
     c = cpu_blas.calibration()
     if c is None:  # train() on CPU always calibrates under auto
         raise SystemExit("cpu_matmul auto but no calibration ran in this worker")
@@ -379,13 +379,13 @@ def technique_variants(a) -> list[tuple[str, dict, int, dict]]:
         ("checkpointing", {}, a.threads, {"gradient_checkpointing": True}),
         ("compile", {}, a.threads, {"compile": True}),
         ("autocast_bf16", {}, a.threads, {"autocast": "bf16"}),
-        ("chunked_loss", {}, a.threads, {"loss_chunk_tokens": a.chunk}),
+        ("chunked_loss", {}, a.threads, {"speed": {"loss_chunk_tokens": a.chunk}}),
         (f"threads_{other_threads}", {}, other_threads, {}),
         # the default-on speed/memory paths, switched OFF (baseline has them on)
-        ("peft_lora", {}, a.threads, {"fused_lora": False}),
-        ("masked_attention", {}, a.threads, {"packed_attention": False}),
-        ("library_mlp", {}, a.threads, {"fused_mlp": False}),
-        ("torch_matmul", {}, a.threads, {"cpu_matmul": "torch"}),  # MKL instead of the calibrated choice
+        ("peft_lora", {}, a.threads, {"speed": {"fused_lora": False}}),
+        ("masked_attention", {}, a.threads, {"speed": {"packed_attention": False}}),
+        ("library_mlp", {}, a.threads, {"speed": {"fused_mlp": False}}),
+        ("torch_matmul", {}, a.threads, {"speed": {"cpu_matmul": "torch"}}),  # MKL instead of the calibrated choice
     ]
     wanted = None if a.techniques == "all" else {"baseline", *a.techniques.split(",")}
     unknown = (wanted or set()) - {v[0] for v in every}
@@ -513,12 +513,12 @@ def main() -> None:
                     help="sftlab alone, each train.* option against baseline: all (default) or a comma list of "
                     "checkpointing,compile,autocast_bf16,chunked_loss,threads_1 and the default-on paths switched off: "
                     "peft_lora,masked_attention,library_mlp,torch_matmul")
-    ap.add_argument("--chunk", type=int, default=256, help="train.loss_chunk_tokens of the chunked_loss technique")
+    ap.add_argument("--chunk", type=int, default=256, help="train.speed.loss_chunk_tokens of the chunked_loss technique")
     ap.add_argument("--allocators", action="store_true", help="sftlab alone under glibc malloc, GLIBC_TUNABLES and "
                     "jemalloc (LD_PRELOAD, when libjemalloc.so.2 is installed)")
     ap.add_argument("--omp-env", default=None,
-                    help="OpenMP settings for EVERY worker, sftlab's and TRL's alike (default: what `import sftlab` "
-                    "sets before torch loads; the TRL workers never import sftlab before torch); '' for none")
+                    help="OpenMP settings for EVERY worker, sftlab's and TRL's alike (default: what the `sftlab` command "
+                    "sets before torch loads, sftlab.speed.OMP_ENV_DEFAULTS); '' for none")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--train-extra", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -537,7 +537,7 @@ def main() -> None:
         print(json.dumps(res))
         return
     if a.omp_env is None:
-        from sftlab import OMP_ENV_DEFAULTS  # the parent only: importing sftlab before torch sets them
+        from sftlab.speed import OMP_ENV_DEFAULTS  # what the `sftlab` command sets before torch loads
 
         a.omp_env = ",".join(f"{k}={v}" for k, v in OMP_ENV_DEFAULTS.items())
     env = ({"GLIBC_TUNABLES": a.malloc} if a.malloc else {}) | omp_env(a)

@@ -1,6 +1,7 @@
-"""OpenBLAS products (sftlab.cpu_blas) equal torch's: the split matmul itself, the LoRA linear and
+"""OpenBLAS products (sftlab.speed.cpu_blas) equal torch's: the split matmul itself, the LoRA linear and
 SwiGLU down projection autograd functions, the chunked lm_head + cross-entropy, and a training
-run; plus the choice of `train.cpu_matmul` and the BLAS thread limit being put back."""
+run; plus the choice of `train.speed.cpu_matmul` (made once per run: a resume reuses it) and the BLAS
+thread limit being put back."""
 
 from __future__ import annotations
 
@@ -10,19 +11,19 @@ import torch
 import torch.nn.functional as F
 from threadpoolctl import threadpool_info
 
-from sftlab import cpu_blas
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
-from sftlab.fused_lora import fuse_lora_layers
-from sftlab.fused_mlp import fuse_mlp_layers
-from sftlab.loss import chunked_linear_cross_entropy
 from sftlab.pack import collate_packed
+from sftlab.speed import cpu_blas
+from sftlab.speed.chunked_loss import chunked_linear_cross_entropy
+from sftlab.speed.fused_lora import fuse_lora_layers
+from sftlab.speed.fused_mlp import fuse_mlp_layers
 from sftlab.train import train
 from test_fused_lora import _lora, _run
 from test_fused_mlp import _assert_same
 from test_pack import random_rendered
-from test_reliability_common import losses, run_config
-from tiny import make_model
+from test_reliability_common import final_weights, losses, run_config
+from tiny import hook_training_forwards, make_model, make_tokenizer
 
 
 @pytest.fixture
@@ -145,7 +146,7 @@ def test_training_with_openblas_gives_the_torch_losses(tmp_path, lora, np_calls)
     extra = {"lora": {"enabled": True, "r": 4}} if lora else {}
     runs = {}
     for mode in ("torch", "openblas"):
-        cfg = run_config(tmp_path, out=mode, max_steps=4, save_every=0, cpu_matmul=mode)
+        cfg = run_config(tmp_path, out=mode, max_steps=4, save_every=0, speed={"cpu_matmul": mode})
         cfg.update(extra)
         train(load_config(cfg))
         runs[mode] = losses(tmp_path / mode)
@@ -155,20 +156,61 @@ def test_training_with_openblas_gives_the_torch_losses(tmp_path, lora, np_calls)
         assert abs(a - b) < 1e-4 * max(1.0, abs(a))
 
 
+def test_resume_reuses_the_kernels_chosen_at_the_start_and_ends_bit_identical(tmp_path, monkeypatch, capsys):
+    """`cpu_matmul: auto` times the kernels once, at the run's start; the checkpoint records the
+    choice. A resumed run whose calibration would now answer the other way (another machine, a
+    loaded one) still computes with the recorded kernels, so it ends bit-identical to an unbroken run."""
+    import json
+    import os
+    import signal
+
+    def calibration_says(use: bool):
+        monkeypatch.setattr(cpu_blas, "choose", lambda *a, **k: {"use": use, "torch_gflops": 1.0, "openblas_gflops": 2.0 if use else 0.5,
+                                                                  "reason": f"test calibration: use OpenBLAS = {use}"})
+
+    calibration_says(True)
+    reference = run_config(tmp_path, out="unbroken", max_steps=6, save_every=0)
+    train(load_config(reference))
+    cfg = run_config(tmp_path, out="stopped", max_steps=6, save_every=0)
+    model = make_model()
+    handle = hook_training_forwards(model, lambda out, k: os.kill(os.getpid(), signal.SIGINT) if k == 3 else None)
+    first = train(load_config(cfg), model=model, tokenizer=make_tokenizer())
+    handle.remove()
+    assert first.stopped_early.startswith("stopped by SIGINT after step 3")
+    meta = json.loads((tmp_path / "stopped" / "checkpoint-0000003" / "meta.json").read_text())
+    assert meta["speed"] == {"cpu_matmul": "openblas"}
+
+    calibration_says(False)  # a fresh decision now would take torch's kernels
+    capsys.readouterr()
+    train(load_config(cfg), resume=True)
+    got, ref = final_weights(tmp_path / "stopped"), final_weights(tmp_path / "unbroken")
+    assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref), "bit-identical to the unbroken run"
+    assert losses(tmp_path / "stopped") == losses(tmp_path / "unbroken")
+    assert "cpu matmul: OpenBLAS (chosen at the run's start, recorded in the checkpoint" in capsys.readouterr().out
+
+    # the check has teeth: with torch's kernels the same run ends on other bits
+    other = run_config(tmp_path, out="torch", max_steps=6, save_every=0)
+    train(load_config(other))
+    torch_weights = final_weights(tmp_path / "torch")
+    assert any(not torch.equal(torch_weights[k], ref[k]) for k in ref)
+
+
 @pytest.mark.parametrize("preset", [None, "50"])
 @pytest.mark.parametrize("first", ["sftlab", "torch"])
-def test_import_sftlab_sets_the_spin_count_before_torch_loads_unless_the_user_did(preset, first):
-    """libgomp reads GOMP_SPINCOUNT once, when torch loads (cpu_blas.py): `import sftlab` sets it only
-    while torch is not loaded (setting it later would claim an effect it cannot have)."""
+def test_the_sftlab_command_sets_the_spin_count_before_torch_loads_unless_the_user_did(preset, first):
+    """libgomp reads GOMP_SPINCOUNT once, when torch loads (cpu_blas.py): the `sftlab` command's module
+    (sftlab.cli) sets it only while torch is not loaded (setting it later would claim an effect it
+    cannot have); `import sftlab` alone changes nothing; configure_openmp() says whether it could act."""
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"} | ({"GOMP_SPINCOUNT": preset} if preset else {})
-    code = f"import os, {first}, sftlab.cli; print('SPIN', os.environ.get('GOMP_SPINCOUNT'))"
+    code = (f"import os, {first}, sftlab, sftlab.speed; print('PLAIN', os.environ.get('GOMP_SPINCOUNT')); import sftlab.cli; "
+            "print('SPIN', os.environ.get('GOMP_SPINCOUNT')); import torch; print('LATE', sftlab.speed.configure_openmp())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120).stdout
     expected = preset or ("1000" if first == "sftlab" else None)
-    assert f"SPIN {expected}" in out
+    assert f"PLAIN {preset}" in out and f"SPIN {expected}" in out and "LATE False" in out
 
 
 def test_under_cpu_autocast_the_products_stay_with_torch(np_calls):

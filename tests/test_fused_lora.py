@@ -1,4 +1,4 @@
-"""The addmm LoRA forward (sftlab.fused_lora) equals peft's own forward in outputs and gradients,
+"""The addmm LoRA forward (sftlab.speed.fused_lora) equals peft's own forward in outputs and gradients,
 falls back to peft where it does not apply, and keeps saving / merging / copying working."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from peft import PeftModel
 from peft.tuners.lora.layer import Linear as LoraLinear
 
-from sftlab.fused_lora import fuse_lora_layers, unfuse_lora_layers
+from sftlab.speed.fused_lora import fuse_lora_layers, unfuse_lora_layers
 from sftlab.model import add_lora
 from sftlab.pack import collate_packed
 from test_pack import random_rendered
@@ -98,10 +98,10 @@ def test_train_uses_the_speed_paths_by_default_and_they_leave_losses_and_fingerp
     chunked (auto) and packed rows attend per example (seen by a spy on the attention function);
     switching all off gives the same losses, and the same config fingerprint (a resume is never
     blocked by them)."""
-    import sftlab.loss as loss_mod
     from transformers import AttentionInterface
 
-    import sftlab.packed_attention as pa
+    import sftlab.speed.chunked_loss as loss_mod
+    import sftlab.speed.packed_attention as pa
     from sftlab.config import load_config
     from sftlab.train import train
     from test_reliability_common import losses, run_config
@@ -115,8 +115,8 @@ def test_train_uses_the_speed_paths_by_default_and_they_leave_losses_and_fingerp
     try:
         runs = {}
         for on in (True, False):
-            cfg = run_config(tmp_path, out=f"on_{on}", max_steps=4, save_every=0, fused_lora=on, packed_attention=on,
-                             fused_mlp=on, loss_chunk_tokens="auto" if on else None)
+            cfg = run_config(tmp_path, out=f"on_{on}", max_steps=4, save_every=0,
+                             speed={"fused_lora": on, "packed_attention": on, "fused_mlp": on, "loss_chunk_tokens": "auto" if on else None})
             cfg["lora"] = {"enabled": True, "r": 4, "alpha": 8}
             cfg["train"]["tokens_per_batch"] = 128  # several examples per packed row
             model = make_model()

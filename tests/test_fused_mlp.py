@@ -1,4 +1,4 @@
-"""The memory-saving SwiGLU MLP (sftlab.fused_mlp) equals the library's MLP in outputs and
+"""The memory-saving SwiGLU MLP (sftlab.speed.fused_mlp) equals the library's MLP in outputs and
 gradients, keeps 2 instead of 4 [tokens, intermediate] tensors per layer, and falls back where
 its down_proj path does not apply."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sftlab.fused_lora import fuse_lora_layers
-from sftlab.fused_mlp import fuse_mlp_layers, unfuse_mlp_layers
+from sftlab.speed.fused_lora import fuse_lora_layers
+from sftlab.speed.fused_mlp import fuse_mlp_layers, unfuse_mlp_layers
 from sftlab.pack import collate_packed
 from test_fused_lora import _lora, _run
 from test_pack import random_rendered
@@ -116,8 +116,8 @@ def test_fused_mlp_keeps_half_the_intermediate_activations(lora):
 def test_swiglu_down_keeps_the_inputs_device():
     """Outputs and gradients are made on the inputs' device (a GPU run must not get CPU tensors);
     checked on the meta device, which any stray CPU allocation mixes with and fails."""
-    from sftlab.fused_lora import _LoraLinear
-    from sftlab.fused_mlp import _SwiGLUDown
+    from sftlab.speed.fused_lora import _LoraLinear
+    from sftlab.speed.fused_mlp import _SwiGLUDown
 
     def meta(*shape):
         return torch.empty(*shape, device="meta", requires_grad=True)

@@ -1,4 +1,4 @@
-"""Per-example attention for packed rows (sftlab.packed_attention) equals transformers' masked sdpa
+"""Per-example attention for packed rows (sftlab.speed.packed_attention) equals transformers' masked sdpa
 and the one-example-at-a-time forward, in outputs and gradients, and really splits the row."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 from accelerate import Accelerator
 
 from sftlab.pack import collate_packed, collate_padded
-from sftlab.packed_attention import NAME, example_spans, packed_attention
+from sftlab.speed.packed_attention import NAME, example_spans, packed_attention
 from sftlab.train import accumulate_gradients, enable_gradient_checkpointing
 from test_pack import random_rendered
 from tiny import make_model
@@ -47,7 +47,7 @@ def test_packed_attention_equals_masked_sdpa_in_logits_and_gradients(checkpointi
     exs = random_rendered(5, seed=3)
     batch = collate_packed(exs)
     calls = []
-    import sftlab.packed_attention as pa
+    import sftlab.speed.packed_attention as pa
 
     real = pa.packed_sdpa
     pa_spy = lambda *a, **k: calls.append(len(example_spans(k.get("position_ids"), a[1].shape[2], a[2].shape[2], 1) or [])) or real(*a, **k)  # noqa: E731
@@ -75,7 +75,7 @@ def test_query_chunked_attention_of_long_examples_equals_masked_sdpa(monkeypatch
     (here QUERY_CHUNK = 3, so every example of >= 6 tokens is chunked, a lone example included)."""
     import transformers.integrations.sdpa_attention as sdpa_mod
 
-    import sftlab.packed_attention as pa
+    import sftlab.speed.packed_attention as pa
 
     monkeypatch.setattr(pa, "QUERY_CHUNK", 3)
     masked_chunks = []
@@ -132,7 +132,8 @@ def test_the_training_step_gives_the_same_loss_and_gradients_either_way():
     for per_example in (False, True):
         model = make_model()
         model.train()
-        loss, n, _ = accumulate_gradients(model, batches, Accelerator(cpu=True), per_example_attention=per_example)
+        with packed_attention(model, per_example):  # the backward inside too, as speed.enabled() does
+            loss, n, _ = accumulate_gradients(model, batches, Accelerator(cpu=True))
         out.append((loss, {k: p.grad for k, p in model.named_parameters()}))
     assert out[1][0] == pytest.approx(out[0][0], rel=1e-6)
     for k in out[0][1]:

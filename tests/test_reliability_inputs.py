@@ -111,6 +111,10 @@ CLI_CASES = [
     Case("`columns:` naming a column the file does not have",
          lambda t: _data(t, "question,answer\nReverse apple.,elppa\n", {"columns": {"instruction": "question", "output": "anwser"}}, "qa.csv"),
          ["qa.csv [columns]", "output -> 'anwser'", "its columns: answer, question", "`columns: {OUR_FIELD: YOUR_COLUMN}`"]),
+    Case("config with a speed key at its old place (before train.speed)", lambda t: _train(t, _cfg(t, train__packed_attention=False)),
+         ["1 problem(s) in the config", "train.packed_attention: got False", "this key moved: write it as train.speed.packed_attention"]),
+    Case("override of a speed key by its old name (before train.speed)", _override("train.fused_lora=false"),
+         ["'train.fused_lora' moved to 'train.speed.fused_lora'", "write train.speed.fused_lora=false"]),
 ]
 
 

@@ -49,3 +49,16 @@ def test_mean_of_means_would_differ():
         (loss / n / len(exs)).backward()
     diffs = [float((ga[k] - p.grad).abs().max()) for k, p in model.named_parameters()]
     assert max(diffs) > 1e-4
+
+
+def test_a_checkpoint_of_the_flat_speed_keys_era_is_named_as_such_not_as_changed_keys():
+    """Saved before train.speed existed (train.fused_lora, ..., loss_chunk_tokens hashed): the refusal
+    says no key that changes the result differs, instead of listing the moved speed keys."""
+    from sftlab.train import describe_config_change
+
+    new = {"train": {"lr": 1e-4, "output_dir": "b", "speed": {"fused_lora": True, "cpu_matmul": "auto", "loss_chunk_tokens": "auto"}}}
+    old = {"train": {"lr": 1e-4, "output_dir": "a", "fused_lora": True, "cpu_matmul": "auto", "loss_chunk_tokens": None}}
+    said = describe_config_change(old, new, "aaaa", "bbbb")
+    assert "no key that changes the result differs" in said and "--force-resume" in said and ":\n" not in said, "no key listed"
+    old["train"]["lr"] = 2e-4
+    assert describe_config_change(old, new, "aaaa", "bbbb") == ":\n    train.lr: 0.0002 -> 0.0001"

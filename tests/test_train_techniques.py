@@ -1,6 +1,6 @@
 """Speed/memory options of the training loop give the plain loop's loss and gradients.
 
-train.loss_chunk_tokens (chunked lm_head + cross-entropy), train.gradient_checkpointing (full and
+train.speed.loss_chunk_tokens (chunked lm_head + cross-entropy), train.gradient_checkpointing (full and
 LoRA), train.autocast=bf16 (loose: bf16 matmuls), train.compile (its fallback: compiling a tiny
 Llama takes ~100 s on this 2-core CPU, too slow for a unit test), and the count of steps skipped
 for a non-finite loss in metrics.jsonl / run.json.
@@ -20,7 +20,8 @@ from accelerate import Accelerator
 
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
-from sftlab.loss import chunked_linear_cross_entropy, summed_loss
+from sftlab.speed.chunked_loss import chunked_linear_cross_entropy
+from sftlab.speed.chunked_loss import summed_loss as chunked_summed_loss
 from sftlab.model import add_lora
 from sftlab.pack import collate_packed, collate_padded
 from sftlab.train import accumulate_gradients, enable_gradient_checkpointing, train
@@ -59,7 +60,7 @@ def test_chunked_loss_and_gradients_equal_the_full_logits_reference(layout, tied
     g_ref = _grads(model)
 
     model.zero_grad(set_to_none=True)
-    loss, n = summed_loss(model, batch, chunk_tokens=7)
+    loss, n = chunked_summed_loss(model, batch, 7)
     loss.backward()
     assert n == n_ref and n > 7 * 3, "several chunks"
     torch.testing.assert_close(loss, ref.detach(), atol=1e-4, rtol=1e-5)
@@ -90,7 +91,7 @@ def test_chunked_loss_with_lora_equals_unchunked():
     grads = []
     for chunk in (None, 5):
         model.zero_grad(set_to_none=True)
-        loss, _ = summed_loss(model, batch, chunk)
+        loss, _ = chunked_summed_loss(model, batch, chunk)
         loss.backward()
         grads.append(_grads(model))
     assert all("lora_" in k for k in grads[0])
@@ -106,20 +107,20 @@ def test_chunked_loss_refuses_a_model_that_post_processes_its_logits():
         return output
 
     model.register_forward_hook(scale)
-    with pytest.raises(SftlabError, match=r"train.loss_chunk_tokens: this model's logits are not lm_head"):
-        summed_loss(model, collate_packed(random_rendered(3, seed=1)), chunk_tokens=4)
+    with pytest.raises(SftlabError, match=r"train.speed.loss_chunk_tokens: this model's logits are not lm_head"):
+        chunked_summed_loss(model, collate_packed(random_rendered(3, seed=1)), 4)
 
 
 def test_auto_chunked_loss_falls_back_for_such_a_model_and_chunks_a_plain_one(monkeypatch):
     """loss_chunk_tokens "auto" (the default): a post-processing model silently takes the standard
     path (same loss as chunk_tokens=None), a plain model is chunked with AUTO_CHUNK_ELEMENTS logits."""
-    import sftlab.loss as loss_mod
+    import sftlab.speed.chunked_loss as loss_mod
 
     batch = collate_packed(random_rendered(3, seed=1))
     scaled = make_model()
     scaled.register_forward_hook(lambda m, a, out: setattr(out, "logits", out.logits * 2.0) or out)
-    ref, _ = summed_loss(scaled, batch, None)
-    got, _ = summed_loss(scaled, batch, "auto")
+    ref, _ = chunked_summed_loss(scaled, batch, None)
+    got, _ = chunked_summed_loss(scaled, batch, "auto")
     assert loss_mod.auto_chunk_tokens(scaled) is None, "refused once, remembered"
     torch.testing.assert_close(got, ref)
 
@@ -129,8 +130,8 @@ def test_auto_chunked_loss_falls_back_for_such_a_model_and_chunks_a_plain_one(mo
     monkeypatch.setattr(loss_mod, "_linear_ce_chunks", lambda *a: chunks.append(a[4]) or real(*a))
     monkeypatch.setattr(loss_mod, "AUTO_CHUNK_ELEMENTS", 400 * 7)  # tiny vocabulary 400: 7 positions per chunk
     monkeypatch.setattr(loss_mod, "MIN_AUTO_CHUNK", 1)
-    ref, _ = summed_loss(plain, batch, None)
-    got, _ = summed_loss(plain, batch, "auto")
+    ref, _ = chunked_summed_loss(plain, batch, None)
+    got, _ = chunked_summed_loss(plain, batch, "auto")
     assert chunks == [7]
     torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-5)
 
@@ -138,15 +139,15 @@ def test_auto_chunked_loss_falls_back_for_such_a_model_and_chunks_a_plain_one(mo
 def test_auto_chunked_loss_leaves_a_sharded_head_to_the_standard_path():
     """ZeRO-3 marks partitioned weights with ds_id (FSDP2 makes them DTensors): the chunked path would
     read a shard outside the forward, so auto takes the standard path and an explicit size is refused."""
-    import sftlab.loss as loss_mod
+    import sftlab.speed.chunked_loss as loss_mod
 
     model = make_model()
     model.lm_head.weight.ds_id = 7
     batch = collate_packed(random_rendered(3, seed=1))
     assert loss_mod.auto_chunk_tokens(model) is None
-    torch.testing.assert_close(summed_loss(model, batch, "auto")[0], summed_loss(model, batch, None)[0])
+    torch.testing.assert_close(chunked_summed_loss(model, batch, "auto")[0], chunked_summed_loss(model, batch, None)[0])
     with pytest.raises(SftlabError, match="sharded outside the forward"):
-        summed_loss(model, batch, 4)
+        chunked_summed_loss(model, batch, 4)
 
 
 # ---- gradient checkpointing ------------------------------------------------------------------------
@@ -217,7 +218,7 @@ def test_train_with_checkpointing_chunked_loss_and_autocast_runs_them(tmp_path):
 
     model.register_forward_pre_hook(pre, with_kwargs=True)
     model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, a, out: seen.__setitem__("bf16", seen["bf16"] + (out.dtype == torch.bfloat16)))
-    cfg = run_config(tmp_path, out="opts", max_steps=4, save_every=0, gradient_checkpointing=True, loss_chunk_tokens=3, autocast="bf16")
+    cfg = run_config(tmp_path, out="opts", max_steps=4, save_every=0, gradient_checkpointing=True, speed={"loss_chunk_tokens": 3}, autocast="bf16")
     result = train(load_config(cfg), model=model, tokenizer=make_tokenizer())
     assert model.model.gradient_checkpointing
     assert seen["hidden"] >= 4 and seen["bf16"] >= 4

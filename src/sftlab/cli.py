@@ -10,7 +10,13 @@ import argparse
 import importlib
 import sys
 
-from sftlab.errors import SftlabError
+from sftlab.speed import configure_openmp
+
+# the `sftlab` command's process (and `python -m sftlab.cli`): OpenMP settings before anything loads
+# torch, which reads them once (GOMP_SPINCOUNT=1000 unless set; sftlab/speed/__init__.py)
+configure_openmp()
+
+from sftlab.errors import SftlabError  # noqa: E402
 
 # module path -> registers its subcommands. Imported lazily (torch import costs ~2 s).
 COMMAND_MODULES = [
@@ -57,7 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # GOMP_SPINCOUNT for the OpenBLAS path is set on `import sftlab` (sftlab/__init__.py), before torch loads
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

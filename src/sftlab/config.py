@@ -58,6 +58,17 @@ class DataConfig(Strict):
     cache: bool = Field(True, exclude=True, description="reuse rendered+tokenised rows from $SFTLAB_CACHE/tokenized (default ~/.cache/sftlab/tokenized), keyed by data, tokenizer, template and train_on; false = always render")
 
 
+class SpeedConfig(Strict):
+    """train.speed: fast paths with the same math as the plain loop up to float rounding (sftlab/speed/,
+    each with an equivalence test). Not part of the config fingerprint: changing one never blocks a resume."""
+
+    fused_lora: bool = Field(True, description="LoRA layers add their update with one addmm instead of peft's matmul + multiply + add (same math, faster; see speed/fused_lora.py)")
+    fused_mlp: bool = Field(True, description="SwiGLU MLP blocks (Llama, Mistral, Qwen2/3) keep 2 instead of 4 [tokens, intermediate] activations for the backward and recompute the rest (same math, less memory; see speed/fused_mlp.py)")
+    packed_attention: bool = Field(True, description="with sdpa, attend within each packed example instead of one masked attention over the whole row (same math, faster; see speed/packed_attention.py)")
+    cpu_matmul: Literal["auto", "torch", "openblas"] = Field("auto", description="CPU fp32 training: the BLAS for the linear layers' products (LoRA layers, SwiGLU down projection, lm_head). auto = time both once at start (~0.5 s) and use numpy's OpenBLAS where it is >= 1.1x faster than torch's MKL (AMD CPUs: ~1.25x); torch = always torch; openblas = always OpenBLAS (an error if numpy has none). See speed/cpu_blas.py; a resumed run reuses the choice its checkpoint recorded")
+    loss_chunk_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field("auto", description="lm_head + cross-entropy over this many trained positions at a time, gradients made right away, so the [positions, vocab] logits and their log-softmax are never kept for the backward (memory; see speed/chunked_loss.py); auto = 2^25 logits per chunk (682 positions for a 49k vocabulary) where the model allows it, else the standard path; null = all at once, autograd keeps the log-softmax")
+
+
 class TrainConfig(Strict):
     output_dir: str = Field("runs/sft", description="checkpoints, metrics.jsonl, final/ model")
     lr: float = Field(2e-4, gt=0, description="peak learning rate (AdamW)")
@@ -79,14 +90,11 @@ class TrainConfig(Strict):
     gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward: less memory, ~1 extra forward of compute")
     compile: bool = Field(False, description="torch.compile the model for training; if compiling fails the run warns and continues uncompiled")
     autocast: Literal["off", "bf16"] = Field("off", description="run the training forward under bf16 autocast (CPU or GPU); weights and optimizer stay in model.dtype")
-    loss_chunk_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field("auto", description="lm_head + cross-entropy over this many trained positions at a time, gradients made right away, so the [positions, vocab] logits and their log-softmax are never kept for the backward (memory; see loss.py); auto = 2^25 logits per chunk (682 positions for a 49k vocabulary) where the model allows it, else the standard path; null = all at once, autograd keeps the log-softmax")
-    fused_lora: bool = Field(True, description="LoRA layers add their update with one addmm instead of peft's matmul + multiply + add (same math, faster; see fused_lora.py)")
-    packed_attention: bool = Field(True, description="with sdpa, attend within each packed example instead of one masked attention over the whole row (same math, faster; see packed_attention.py)")
-    fused_mlp: bool = Field(True, description="SwiGLU MLP blocks (Llama, Mistral, Qwen2/3) keep 2 instead of 4 [tokens, intermediate] activations for the backward and recompute the rest (same math, less memory; see fused_mlp.py)")
-    cpu_matmul: Literal["auto", "torch", "openblas"] = Field("auto", description="CPU fp32 training: the BLAS for the linear layers' products (LoRA layers, SwiGLU down projection, lm_head). auto = time both once at start (~0.5 s) and use numpy's OpenBLAS where it is >= 1.1x faster than torch's MKL (AMD CPUs: ~1.25x); torch = always torch; openblas = always OpenBLAS (an error if numpy has none). See cpu_blas.py")
+    speed: SpeedConfig = Field(SpeedConfig(), description="fast paths with the same math as the plain loop, not part of the fingerprint (keys: train.speed below)")
 
 
-SPEED_ONLY_TRAIN_KEYS = ("fused_lora", "packed_attention", "fused_mlp", "cpu_matmul")
+# keys that moved into a section: an old config gets an error naming the new key
+MOVED_KEYS = {f"train.{k}": f"train.speed.{k}" for k in SpeedConfig.model_fields}
 
 
 class RunConfig(Strict):
@@ -101,14 +109,7 @@ class RunConfig(Strict):
         payload["train"].pop("output_dir", None)
         payload["train"].pop("save_every", None)
         payload["train"].pop("keep_checkpoints", None)
-        # speed-only switches: the same math up to float rounding (tested), so flipping one never blocks
-        # a resume, and runs made before they existed keep their fingerprint
-        for key in SPEED_ONLY_TRAIN_KEYS:
-            payload["train"].pop(key, None)
-        # loss_chunk_tokens "auto" (the default since 2026-12-02) hashes as null, the old default:
-        # the same loss up to float summation order, so runs made before keep their fingerprint
-        if payload["train"].get("loss_chunk_tokens") == "auto":
-            payload["train"]["loss_chunk_tokens"] = None
+        payload["train"].pop("speed", None)  # the same math up to float rounding (tested): never blocks a resume
         # data order version 2 (2026-12-02): shuffled packing, padded batches reshuffled each epoch,
         # rows of tokens_per_batch even below max_len. A run saved before trained on another order,
         # so resuming it here would not continue the same run: its fingerprint must differ.
@@ -180,6 +181,9 @@ def parse_override(item: str, root: type[BaseModel] | None = None) -> tuple[list
         if kind == "section":
             fields = list(inner.model_fields)
             if part not in fields:
+                if (moved := MOVED_KEYS.get(".".join(parts[: depth + 1]))):
+                    raise _override_error(item, f"{'.'.join(parts[: depth + 1])!r} moved to {moved!r}",
+                                          f"write {moved}={text.strip()}")
                 close = [KEY_ALIASES[part]] if KEY_ALIASES.get(part) in fields else difflib.get_close_matches(part, fields, n=1)
                 guess = f"did you mean {'.'.join([*parts[:depth], close[0]])}? " if close else ""
                 raise _override_error(item, f"{'.'.join(parts[: depth + 1])!r} is not a config key",
@@ -274,7 +278,9 @@ def format_validation_error(where: str, e: ValidationError, field_names: list[st
     lines = [f"{where}: {e.error_count()} problem(s) in the config:"]
     for err in e.errors():
         loc = ".".join(str(x) for x in err["loc"])
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and loc in MOVED_KEYS:
+            fix = f"this key moved: write it as {MOVED_KEYS[loc]} (YAML: train: {{speed: {{{err['loc'][-1]}: ...}}}})"
+        elif err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(err["loc"][-1]), field_names or _all_field_names(), n=1)
             fix = "unknown key" + (f"; did you mean {close[0]!r}?" if close else f": every key is in {CONFIG_DOC}")
         elif err["type"] == "missing":
@@ -288,7 +294,7 @@ def format_validation_error(where: str, e: ValidationError, field_names: list[st
 
 
 def _all_field_names() -> list[str]:
-    models = [ModelConfig, LoraSettings, DataConfig, TrainConfig, RunConfig, DataSourceConfig]
+    models = [ModelConfig, LoraSettings, DataConfig, TrainConfig, SpeedConfig, RunConfig, DataSourceConfig]
     return sorted({name for m in models for name in m.model_fields})
 
 
@@ -297,7 +303,8 @@ def reference_markdown() -> str:
     lines = ["# Config reference", "", "Generated from `src/sftlab/config.py` by `python -m sftlab.config`; "
              "unknown keys are errors.", ""]
     sections = [("model", ModelConfig), ("lora", LoraSettings), ("data", DataConfig),
-                ("data.train[] / data.eval[]", DataSourceConfig), ("train", TrainConfig)]
+                ("data.train[] / data.eval[]", DataSourceConfig), ("train", TrainConfig),
+                ("train.speed", SpeedConfig)]
     for title, model in sections:
         lines += [f"## `{title}`", "", *fields_table(model), ""]
     return "\n".join(lines)
@@ -311,7 +318,8 @@ def fields_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str
             continue
         typ = getattr(f.annotation, "__name__", None) if isinstance(f.annotation, type) else None
         typ = (typ or str(f.annotation).replace("typing.", "")).replace("|", "\\|")
-        default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+        default = "required" if f.is_required() else f.get_default(call_default_factory=True)
+        default = "(a section)" if isinstance(default, BaseModel) else repr(default) if default != "required" else default
         meaning = (f.description or "").replace("|", "\\|")
         lines.append(f"| `{name}` | {typ} | {default} | {meaning} |")
     return lines

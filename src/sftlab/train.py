@@ -1,4 +1,5 @@
-"""The training loop. Read it top to bottom.
+"""The training recipe. Read it top to bottom: train() sets up (data, model, optimizer and schedule,
+resume), runs the loop and the final evaluation inside `speed.enabled(...)`, then saves (finish).
 
 Loss normalisation: one optimizer step = `grad_accum` micro-batches on each of `world` processes.
 Its loss is   sum of token cross-entropies over all of them / number of trained tokens in all of
@@ -6,11 +7,11 @@ them   — every trained token weighs the same, however the tokens fall into mic
 processes. Each micro-batch backpropagates  loss_sum * world / n_step  because DDP averages
 gradients over processes. tests/test_train.py checks batch 8 x 1 step == batch 1 x 8 accumulated.
 
-Speed/memory options (train.*; each measured by `benchmarks/bench_train.py --techniques`):
-gradient_checkpointing, compile (falls back to eager with a warning if compiling fails),
-autocast (bf16 forward), loss_chunk_tokens (lm_head + CE in chunks, see loss.py); on by default:
-fused_lora (fused_lora.py), packed_attention (packed_attention.py), fused_mlp (fused_mlp.py).
-tests/test_train_techniques.py checks each gives the gradients / loss of the plain loop.
+Memory/speed options (train.*; each measured by `benchmarks/bench_train.py --techniques`):
+gradient_checkpointing, compile (falls back to eager with a warning if compiling fails), autocast
+(bf16 forward). Fast paths with the same math (fused layers, per-example attention, OpenBLAS,
+chunked lm_head + CE) sit behind one boundary, `speed.enabled(...)` around the loop (train.speed.*,
+sftlab/speed/); with them off this loop is the textbook one, the reference of the equivalence tests.
 """
 
 from __future__ import annotations
@@ -31,18 +32,15 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from sftlab import cpu_blas
+from sftlab import speed
 from sftlab.checkpoint import (CHECKPOINT_FILES, MARKER, TEMP_PREFIX, Resumed, dumps_json, remove_stale_temp_folders, resume_latest,
                                save_checkpoint, write_json_atomic)
 from sftlab.config import RunConfig
 from sftlab.errors import SftlabError
-from sftlab.fused_lora import fuse_lora_layers
-from sftlab.fused_mlp import fuse_mlp_layers
 from sftlab.loss import summed_loss
 from sftlab.model import add_lora, count_parameters, load_model, load_tokenizer, save_model
 from sftlab.model_card import model_card
 from sftlab.pack import Batch, PackedDataset
-from sftlab.packed_attention import packed_attention
 from sftlab.prepare import Prepared, prepare
 from sftlab.render import Renderer
 from sftlab.templates import apply_template
@@ -67,238 +65,280 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
 
     `force_resume` resumes even when the config or data changed since the checkpoint (warned, not refused)."""
     accelerator = Accelerator(cpu=_cpu_processes_launched())
-    is_main = accelerator.is_main_process
-    log = accelerator.print
     out = Path(cfg.train.output_dir)
-    check_output_dir(out, resume=resume, overwrite=overwrite, is_main=is_main)
+    check_output_dir(out, resume=resume, overwrite=overwrite, is_main=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     set_seed(cfg.train.seed)
+    run = setup(cfg, accelerator, out, model, tokenizer)
+    start = setup_resume(run, resume=resume, force=force_resume)
+    if start.finished:
+        return finished_result(out, start.step)
+    with speed.enabled(run.eager_model, cfg.train.speed, accelerator.device, recorded=start.kernels, log=run.log) as fast:
+        run.meta["speed"] = fast.kernels  # saved with every checkpoint: a resumed run computes with the same kernels
+        outcome = loop(run, start, fast)
+        if not outcome.stopped_early and run.data.eval is not None:
+            outcome.eval_loss = evaluate_loss(run.eager_model, run.data.eval, accelerator, fast.loss)
+    return finish(run, start, outcome)
 
-    # ---- tokenizer, template, data -------------------------------------------------------------
+
+# ---- setup: data, model, optimizer and schedule, resume ------------------------------------------------
+@dataclass
+class Run:
+    """Everything the loop needs, made once by setup()."""
+
+    cfg: RunConfig
+    accelerator: Accelerator
+    out: Path
+    tokenizer: object
+    data: Prepared
+    base_name: str | None  # what final/ names as its base (a model passed in: its own path)
+    model: torch.nn.Module  # what the loop calls (compiled under train.compile)
+    eager_model: torch.nn.Module  # uncompiled (maybe DDP-wrapped): evaluation and the compile fallback use it
+    params: list[torch.nn.Parameter]  # the trained ones
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    micro_per_step: int  # micro-batches per optimizer step, all processes
+    steps_per_epoch: int
+    total_steps: int
+    meta: dict  # saved in every checkpoint: fingerprints, the config, the speed kernels
+    length_warning: str
+
+    @property
+    def log(self):
+        return self.accelerator.print
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+
+def setup(cfg: RunConfig, accelerator: Accelerator, out: Path, model, tokenizer) -> Run:
+    """Data, model (disk space checked for its checkpoints), optimizer and schedule; the model
+    prepared by accelerate (DDP, FSDP, ...) and compiled under train.compile."""
+    log = accelerator.print
+    tokenizer, added_tokens, data = setup_data(cfg, tokenizer)
+    log(data.summary())
+    if length_warning := length_loss_warning(data.length_report):
+        log(f"warning: {length_warning}")
+    base_name = cfg.model.name if model is None else None
+    model = setup_model(cfg, model, tokenizer, added_tokens)
+    trainable, total = count_parameters(model)
+    if accelerator.is_main_process:
+        check_free_space(out, model)
+    log(f"model: {cfg.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trainable ({'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'})")
+    micro_per_step = cfg.train.grad_accum * accelerator.num_processes
+    steps_per_epoch = math.ceil(len(data.train) / micro_per_step)
+    total_steps = cfg.train.max_steps or max(1, math.ceil(steps_per_epoch * cfg.train.epochs))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = setup_optimizer(cfg.train, params, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    compiled = torch.compile(model) if cfg.train.compile else model
+    # the config itself travels too, so a refused resume can name the keys that changed
+    meta = {"config_fingerprint": cfg.fingerprint(), "data_fingerprint": data.fingerprint, "config": cfg.model_dump(mode="json")}
+    return Run(cfg, accelerator, out, tokenizer, data, base_name, compiled, model, params, optimizer, scheduler,
+               micro_per_step, steps_per_epoch, total_steps, meta, length_warning)
+
+
+def setup_data(cfg: RunConfig, tokenizer) -> tuple[object, list[str], Prepared]:
+    """(tokenizer with the chat template applied, tokens the template added, the data rendered,
+    length-policed and packed)."""
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
     added_tokens = apply_template(tokenizer, cfg.model.template, add_missing_tokens=cfg.model.add_special_tokens)
     renderer = Renderer(tokenizer, train_on=cfg.data.train_on)
-    data: Prepared = prepare(renderer, cfg.data, cfg.train, pad_id=tokenizer.pad_token_id or 0)
-    log(data.summary())
-    if length_warning := length_loss_warning(data.length_report):
-        log(f"warning: {length_warning}")
+    return tokenizer, added_tokens, prepare(renderer, cfg.data, cfg.train, pad_id=tokenizer.pad_token_id or 0)
 
-    # ---- model ----------------------------------------------------------------------------------
-    base_name = cfg.model.name if model is None else None  # what final/ names as its base (a model passed in: its own path)
+
+def setup_model(cfg: RunConfig, model, tokenizer, added_tokens) -> torch.nn.Module:
+    """The model as configured (or as passed in), embeddings resized for added tokens, LoRA, checkpointing."""
     if model is None:
-        model = load_model(
-            cfg.model.name,
-            dtype=cfg.model.dtype,
-            attn_implementation=cfg.model.attn_implementation,
-            trust_remote_code=cfg.model.trust_remote_code,
-        )
+        model = load_model(cfg.model.name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
+                           trust_remote_code=cfg.model.trust_remote_code)
     if added_tokens:
         model.resize_token_embeddings(len(tokenizer))
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
-    if cfg.train.fused_lora:  # any peft LoRA layers, also those of a model passed in
-        fuse_lora_layers(model)
-    if cfg.train.fused_mlp:
-        fuse_mlp_layers(model)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    trainable, total = count_parameters(model)
-    if is_main:
-        check_free_space(out, model)
-    log(f"model: {cfg.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trainable ({'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'})")
-    use_blas, why = cpu_blas.decide(cfg.train.cpu_matmul, model, accelerator.device)
-    if why:
-        log(f"cpu matmul: {'OpenBLAS' if use_blas else 'torch'} ({why})")
+    return model
 
-    # ---- optimisation ---------------------------------------------------------------------------
-    world = accelerator.num_processes
-    micro_per_step = cfg.train.grad_accum * world
-    steps_per_epoch = math.ceil(len(data.train) / micro_per_step)
-    total_steps = cfg.train.max_steps or max(1, math.ceil(steps_per_epoch * cfg.train.epochs))
-    params = [p for p in model.parameters() if p.requires_grad]
+
+def setup_optimizer(tc, params: list, total_steps: int):
+    """AdamW and the warmup + decay schedule over `total_steps`."""
     # torch's fused AdamW (one kernel over all tensors) where it has one: for SmolLM2's 420 LoRA tensors
     # a step takes ~10 ms instead of ~55 ms with the default foreach implementation on this CPU
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=cfg.train.betas, weight_decay=cfg.train.weight_decay, fused=fused)
-    scheduler = get_scheduler(
-        cfg.train.schedule if cfg.train.schedule != "constant" else "constant_with_warmup",
-        optimizer,
-        num_warmup_steps=round(cfg.train.warmup_ratio * total_steps),
-        num_training_steps=total_steps,
-    )
-    model, optimizer = accelerator.prepare(model, optimizer)
-    # eager_model: the uncompiled (possibly DDP-wrapped) model; evaluation and the compile fallback use it
-    eager_model = model
-    if cfg.train.compile:
-        model = torch.compile(model)
-    run_warnings: list[str] = []
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay, fused=fused)
+    scheduler = get_scheduler(tc.schedule if tc.schedule != "constant" else "constant_with_warmup", optimizer,
+                              num_warmup_steps=round(tc.warmup_ratio * total_steps), num_training_steps=total_steps)
+    return optimizer, scheduler
 
-    # ---- resume ---------------------------------------------------------------------------------
-    # the config itself travels too, so a refused resume can name the keys that changed
-    meta = {"config_fingerprint": cfg.fingerprint(), "data_fingerprint": data.fingerprint, "config": cfg.model_dump(mode="json")}
-    start_step = 0
-    if resume and is_main and (stale := remove_stale_temp_folders(out)):
+
+@dataclass
+class Start:
+    """Where this session starts: step 0, or a checkpoint's step and what the run had done by then."""
+
+    step: int = 0
+    kernels: dict | None = None  # the speed kernels the checkpoint's run chose at its start
+    nonfinite_skipped: int = 0
+    finished: bool = False  # resumed a finished run: nothing to do
+
+
+def setup_resume(run: Run, *, resume: bool, force: bool) -> Start:
+    """Load the newest intact checkpoint (damaged ones are named and skipped) when resuming, refuse
+    one saved with another config or data (unless `force`), and cut metrics.jsonl back to its step."""
+    out, log, start = run.out, run.log, Start()
+    if resume and run.is_main and (stale := remove_stale_temp_folders(out)):
         log(f"removed {len(stale)} half-written checkpoint folder(s) left by an interrupted save: {', '.join(stale)}")
-    # the newest intact checkpoint (damaged ones are named and skipped); None: nothing to resume
-    state = resume_latest(out, accelerator.unwrap_model(model), optimizer, scheduler, log) if resume else None
+    state = resume_latest(out, run.accelerator.unwrap_model(run.model), run.optimizer, run.scheduler, log) if resume else None
     if state is not None:
-        check_resume_meta(state, meta, force_resume, log)
-        start_step = state.step
-        if start_step >= total_steps and (out / "final").is_dir():  # a finished run: touch nothing
-            log(f"{out}: already finished at step {start_step}; nothing to do (use --overwrite to train again)")
-            return finished_result(out, start_step)
-        log(f"resumed from {state.path} at step {start_step}")
+        check_resume_meta(state, run.meta, force, log)
+        start.step, start.kernels = state.step, state.meta.get("speed")
+        if start.step >= run.total_steps and (out / "final").is_dir():  # a finished run: touch nothing
+            log(f"{out}: already finished at step {start.step}; nothing to do (use --overwrite to train again)")
+            start.finished = True
+            return start
+        log(f"resumed from {state.path} at step {start.step}")
     elif resume:
         log(f"--resume: no checkpoint in {out.resolve()}; starting a fresh run from step 0")
-    metrics_path = out / "metrics.jsonl"
-    nonfinite_skipped = 0
-    if is_main:
-        truncate_metrics(metrics_path, start_step)
-    if is_main and start_step:  # the count so far travels in the metrics log (its last line is the checkpoint's step)
-        nonfinite_skipped = skipped_so_far(metrics_path)
+    if run.is_main:
+        truncate_metrics(run.metrics_path, start.step)
+    if run.is_main and start.step:  # the count so far travels in the metrics log (its last line is the checkpoint's step)
+        start.nonfinite_skipped = skipped_so_far(run.metrics_path)
+    return start
 
-    # ---- stop cleanly on SIGINT/SIGTERM: finish the step, save, exit --------------------------
-    stop_requested: list[str] = []
-    previous_handlers = install_stop_handlers(stop_requested)
 
-    # ---- the loop ---------------------------------------------------------------------------------
+# ---- the loop ----------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """What the loop did in this session."""
+
+    steps: int  # the run's step count reached (the checkpoint's when no step ran)
+    nonfinite_skipped: int  # over the whole run
+    last_loss: float = float("nan")
+    eval_loss: float | None = None
+    trained_tokens: int = 0  # this session
+    started: float = field(default_factory=time.time)
+    stopped_early: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def loop(run: Run, start: Start, fast: speed.Speed) -> Outcome:
+    """Optimizer steps from start.step to run.total_steps: a non-finite step is skipped (the run
+    stops after train.max_nonfinite_steps in a row), eval every eval_every, a checkpoint every
+    save_every, and SIGINT/SIGTERM finish the step, save and stop."""
+    tc, acc, log = run.cfg.train, run.accelerator, run.log
+    o = Outcome(start.step, start.nonfinite_skipped)
+    model, nonfinite_in_a_row = run.model, 0
     model.train()
-    started = time.time()
-    trained_tokens = 0
-    real_tokens = 0
-    last_loss = float("nan")
-    eval_loss = None
-    nonfinite_in_a_row = 0
-    stopped_early = ""
-    bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=not is_main, dynamic_ncols=True)
-    blas = cpu_blas.blas_matmuls(use_blas)
-    blas.__enter__()
-    try:
-        for step in range(start_step, total_steps):
-            batches = step_batches(data.train, step, micro_per_step, accelerator.process_index, world)
-            options = {"chunk_tokens": cfg.train.loss_chunk_tokens, "autocast": cfg.train.autocast,
-                       "per_example_attention": cfg.train.packed_attention}
+    bar = tqdm(total=run.total_steps, initial=start.step, desc="train", unit="step", disable=not run.is_main, dynamic_ncols=True)
+    with stop_signals() as stop_requested, contextlib.closing(bar):
+        for step in range(start.step, run.total_steps):
+            o.steps = step + 1
+            batches = step_batches(run.data.train, step, run.micro_per_step, acc.process_index, acc.num_processes)
             try:
-                step_loss, n_step, step_real = accumulate_gradients(model, batches, accelerator, **options)
+                step_loss, n_step, _ = accumulate_gradients(model, batches, acc, loss_fn=fast.loss, autocast=tc.autocast)
             except Exception as e:  # noqa: BLE001 - only a compiled model is retried; eager errors propagate
-                if model is eager_model:
+                if model is run.eager_model:
                     raise
                 # compiling happens lazily inside the forward (first step, or a recompile for a new
                 # shape). Redo this step uncompiled; a genuine error then raises from the eager model.
-                msg = (f"train.compile: torch.compile failed at step {step + 1} ({describe_error(e)}); "
-                       "continuing without compile. Set train.compile: false to skip the attempt.")
-                log(f"warning: {msg}")
-                run_warnings.append(msg)
-                optimizer.zero_grad(set_to_none=True)
-                model = eager_model
-                step_loss, n_step, step_real = accumulate_gradients(model, batches, accelerator, **options)
-            real_tokens += step_real
+                o.warnings.append(f"train.compile: torch.compile failed at step {step + 1} ({describe_error(e)}); "
+                                  "continuing without compile. Set train.compile: false to skip the attempt.")
+                log(f"warning: {o.warnings[-1]}")
+                run.optimizer.zero_grad(set_to_none=True)
+                model = run.eager_model
+                step_loss, n_step, _ = accumulate_gradients(model, batches, acc, loss_fn=fast.loss, autocast=tc.autocast)
             if not math.isfinite(step_loss):
-                optimizer.zero_grad(set_to_none=True)
+                run.optimizer.zero_grad(set_to_none=True)
                 nonfinite_in_a_row += 1
-                nonfinite_skipped += 1
+                o.nonfinite_skipped += 1
                 log(f"step {step + 1}: non-finite loss ({step_loss}); step skipped ({nonfinite_in_a_row} in a row)")
-                if nonfinite_in_a_row >= cfg.train.max_nonfinite_steps:
-                    stopped_early = (
-                        f"{nonfinite_in_a_row} non-finite losses in a row (train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}); "
-                        "no final model saved: lower train.lr or check the data, then start again"
-                    )
+                if nonfinite_in_a_row >= tc.max_nonfinite_steps:
+                    o.stopped_early = (f"{nonfinite_in_a_row} non-finite losses in a row (train.max_nonfinite_steps={tc.max_nonfinite_steps}); "
+                                       "no final model saved: lower train.lr or check the data, then start again")
                     break
-                scheduler.step()
+                run.scheduler.step()
                 continue
             nonfinite_in_a_row = 0
-            grad_norm = None
-            if cfg.train.max_grad_norm:
-                grad_norm = float(accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm))
-            lr_used = scheduler.get_last_lr()[0]  # the rate this optimizer.step() applies (read before scheduler.step())
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            last_loss = step_loss
-            trained_tokens += n_step
-            elapsed = time.time() - started
-            record = {
-                "step": step + 1,
-                "epoch": round((step + 1) / steps_per_epoch, 4),
-                "loss": round(step_loss, 6),
-                "lr": lr_used,
-                "grad_norm": grad_norm,
-                "trained_tokens": n_step,
-                "trained_tokens_per_s": round(trained_tokens / elapsed, 1),
-                "elapsed_s": round(elapsed, 3),
-                "nonfinite_skipped": nonfinite_skipped,  # steps skipped so far in the run (a skipped step has no line)
-            }
-            if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0 and data.eval is not None:
-                eval_loss = evaluate_loss(eager_model, data.eval, accelerator, chunk_tokens=cfg.train.loss_chunk_tokens,
-                                          per_example_attention=cfg.train.packed_attention)
-                record["eval_loss"] = round(eval_loss, 6)
+            grad_norm = float(acc.clip_grad_norm_(run.params, tc.max_grad_norm)) if tc.max_grad_norm else None
+            lr_used = run.scheduler.get_last_lr()[0]  # the rate this optimizer.step() applies (read before scheduler.step())
+            run.optimizer.step()
+            run.scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
+            o.last_loss = step_loss
+            o.trained_tokens += n_step
+            elapsed = time.time() - o.started
+            record = {"step": step + 1, "epoch": round((step + 1) / run.steps_per_epoch, 4), "loss": round(step_loss, 6),
+                      "lr": lr_used, "grad_norm": grad_norm, "trained_tokens": n_step,
+                      "trained_tokens_per_s": round(o.trained_tokens / elapsed, 1), "elapsed_s": round(elapsed, 3),
+                      "nonfinite_skipped": o.nonfinite_skipped}  # steps skipped so far in the run (a skipped step has no line)
+            if tc.eval_every and (step + 1) % tc.eval_every == 0 and run.data.eval is not None:
+                o.eval_loss = evaluate_loss(run.eager_model, run.data.eval, acc, fast.loss)
+                record["eval_loss"] = round(o.eval_loss, 6)
                 model.train()
-            if is_main:
-                append_jsonl(metrics_path, record)
-            bar.set_postfix(loss=f"{step_loss:.4f}", trained_tok_s=f"{trained_tokens / elapsed:.0f}", refresh=False)
+            if run.is_main:
+                append_jsonl(run.metrics_path, record)
+            bar.set_postfix(loss=f"{step_loss:.4f}", trained_tok_s=f"{o.trained_tokens / elapsed:.0f}", refresh=False)
             bar.update(1)
-            done = step + 1
-            if (cfg.train.save_every and done % cfg.train.save_every == 0) or stop_requested:
-                if is_main:
-                    save_checkpoint(out, done, accelerator.unwrap_model(model), optimizer, scheduler, meta, cfg.train.keep_checkpoints)
-                accelerator.wait_for_everyone()
+            if (tc.save_every and (step + 1) % tc.save_every == 0) or stop_requested:
+                if run.is_main:
+                    save_checkpoint(run.out, step + 1, acc.unwrap_model(model), run.optimizer, run.scheduler, run.meta, tc.keep_checkpoints)
+                acc.wait_for_everyone()
             if stop_requested:
-                stopped_early = f"stopped by {stop_requested[0]} after step {done}; resume with --resume"
+                o.stopped_early = f"stopped by {stop_requested[0]} after step {step + 1}; resume with --resume"
                 break
-    finally:
-        blas.__exit__(None, None, None)
-        bar.close()
-        restore_handlers(previous_handlers)
+    return o
 
-    steps_done = step + 1 if total_steps > start_step else start_step
-    final_dir = out / "final"
-    if not stopped_early:
-        if data.eval is not None:
-            with cpu_blas.blas_matmuls(use_blas):
-                eval_loss = evaluate_loss(eager_model, data.eval, accelerator, chunk_tokens=cfg.train.loss_chunk_tokens,
-                                              per_example_attention=cfg.train.packed_attention)
-        if is_main:
-            save_checkpoint(out, steps_done, accelerator.unwrap_model(model), optimizer, scheduler, meta, cfg.train.keep_checkpoints)
-            card = model_card(cfg, data, base_model=base_name, steps=steps_done, steps_per_epoch=steps_per_epoch, final_loss=last_loss,
-                              eval_loss=eval_loss, lora=hasattr(accelerator.unwrap_model(model), "peft_config"))
-            save_model(accelerator.unwrap_model(model), tokenizer, final_dir, base_model=base_name, card=card)
-    result = TrainResult(out, final_dir, steps_done, last_loss, eval_loss, trained_tokens, time.time() - started, stopped_early,
-                         nonfinite_skipped, run_warnings)
-    if is_main:
-        if length_warning:
-            result.warnings.insert(0, length_warning)
-        write_json_atomic(out / "run.json", run_record(cfg, result, data, start_step, metrics_path))
-        msg = f"done: {steps_done} steps, loss {last_loss:.4f}" + (f", eval loss {eval_loss:.4f}" if eval_loss is not None else "")
-        if nonfinite_skipped:
-            msg += f", {nonfinite_skipped} step(s) skipped for a non-finite loss"
-        log(msg + (f" ({stopped_early})" if stopped_early else f"; model saved to {final_dir}"))
+
+def finish(run: Run, start: Start, o: Outcome) -> TrainResult:
+    """The last checkpoint and final/ (model + card) unless the run stopped early; run.json; the summary line."""
+    final_dir = run.out / "final"
+    if not o.stopped_early and run.is_main:
+        model = run.accelerator.unwrap_model(run.model)
+        save_checkpoint(run.out, o.steps, model, run.optimizer, run.scheduler, run.meta, run.cfg.train.keep_checkpoints)
+        card = model_card(run.cfg, run.data, base_model=run.base_name, steps=o.steps, steps_per_epoch=run.steps_per_epoch,
+                          final_loss=o.last_loss, eval_loss=o.eval_loss, lora=hasattr(model, "peft_config"))
+        save_model(model, run.tokenizer, final_dir, base_model=run.base_name, card=card)
+    result = TrainResult(run.out, final_dir, o.steps, o.last_loss, o.eval_loss, o.trained_tokens, time.time() - o.started,
+                         o.stopped_early, o.nonfinite_skipped, o.warnings)
+    if run.is_main:
+        if run.length_warning:
+            result.warnings.insert(0, run.length_warning)
+        write_json_atomic(run.out / "run.json", run_record(run.cfg, result, run.data, start.step, run.metrics_path))
+        msg = f"done: {o.steps} steps, loss {o.last_loss:.4f}" + (f", eval loss {o.eval_loss:.4f}" if o.eval_loss is not None else "")
+        if o.nonfinite_skipped:
+            msg += f", {o.nonfinite_skipped} step(s) skipped for a non-finite loss"
+        run.log(msg + (f" ({o.stopped_early})" if o.stopped_early else f"; model saved to {final_dir}"))
     return result
 
 
 # ---- helpers (each small, each used above) ---------------------------------------------------------
-def accumulate_gradients(model, batches: list[Batch], accelerator: Accelerator, *, chunk_tokens: int | None = None,
-                         autocast: str = "off", per_example_attention: bool = True) -> tuple[float, int, int]:
+def accumulate_gradients(model, batches: list[Batch], accelerator: Accelerator, *, loss_fn=summed_loss,
+                         autocast: str = "off") -> tuple[float, int, int]:
     """Backpropagate one optimizer step's micro-batches; returns (loss, trained tokens, real tokens).
 
     Gradients equal those of  sum(token CE over the whole step, all processes) / trained tokens
     of the whole step: the count is all-reduced BEFORE any backward, each micro-batch scales its
     summed loss by world / n_step, and DDP's gradient average divides the world back out.
-    `autocast="bf16"` runs the forward (not the backward call) under bf16 autocast.
-    `per_example_attention`: packed rows attend per example (packed_attention.py), backward included.
+    `loss_fn(model, batch)` -> (summed loss, trained tokens): loss.summed_loss, or the one
+    speed.enabled() supplies. `autocast="bf16"` runs the forward (not the backward call) under bf16 autocast.
     """
     world = accelerator.num_processes
     n_local = sum(b.n_trained for b in batches)
     n_step = int(accelerator.reduce(torch.tensor(n_local), reduction="sum"))
     loss_sum = torch.zeros(())
-    with packed_attention(model, per_example_attention):
-        for i, batch in enumerate(batches):
-            last = i == len(batches) - 1
-            with _nullcontext() if last else accelerator.no_sync(model):  # sync grads once per step
-                with forward_autocast(autocast, accelerator.device):
-                    loss, _ = summed_loss(model, batch, chunk_tokens)
-                accelerator.backward(loss * world / max(1, n_step))
-            loss_sum += loss.detach().float()
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):  # sync grads once per step
+            with forward_autocast(autocast, accelerator.device):
+                loss, _ = loss_fn(model, batch)
+            accelerator.backward(loss * world / max(1, n_step))
+        loss_sum += loss.detach().float()
     step_loss = float(accelerator.reduce(loss_sum, reduction="sum")) / max(1, n_step)
     return step_loss, n_step, sum(b.n_tokens for b in batches)
 
@@ -372,18 +412,16 @@ def skipped_so_far(metrics_path: Path) -> int:
 
 
 @torch.no_grad()
-def evaluate_loss(model, ds: PackedDataset, accelerator: Accelerator, chunk_tokens: int | None = None,
-                  per_example_attention: bool = True) -> float:
+def evaluate_loss(model, ds: PackedDataset, accelerator: Accelerator, loss_fn=summed_loss) -> float:
     """Mean cross-entropy per trained token over the eval set (response loss, as in training).
     Runs in the model's dtype without autocast, so eval losses compare across train.autocast settings."""
     model.eval()
     total = torch.zeros(())
     count = torch.zeros(())
-    with packed_attention(model, per_example_attention):
-        for i in range(accelerator.process_index, len(ds), accelerator.num_processes):
-            loss, n = summed_loss(model, ds.batch(i), chunk_tokens)
-            total += loss
-            count += n
+    for i in range(accelerator.process_index, len(ds), accelerator.num_processes):
+        loss, n = loss_fn(model, ds.batch(i))
+        total += loss
+        count += n
     total = accelerator.reduce(total, reduction="sum")
     count = accelerator.reduce(count, reduction="sum")
     return float(total / count.clamp(min=1))
@@ -494,17 +532,19 @@ def check_resume_meta(state: Resumed, meta: dict, force: bool, log) -> None:
 def describe_config_change(old: dict | None, new: dict, old_fp: str | None, new_fp: str) -> str:
     """':\\n    train.lr: 0.0002 -> 0.0001' for each key that changed (keys that do not change the result
     are left out), or why the keys cannot be named."""
-    from sftlab.config import SPEED_ONLY_TRAIN_KEYS
+    from sftlab.config import MOVED_KEYS
 
     if not isinstance(old, dict):
         return (f" (fingerprint {old_fp} -> {new_fp}; the checkpoint was saved by an older sftlab that did not record "
                 "the config, so the changed keys cannot be listed: compare with run.json or your YAML)")
     a, b = _flatten(old), _flatten(new)
-    ignore = {"train.output_dir", "train.save_every", "train.keep_checkpoints", *(f"train.{k}" for k in SPEED_ONLY_TRAIN_KEYS)}
+    ignore = {"train.output_dir", "train.save_every", "train.keep_checkpoints", *MOVED_KEYS}
     changed = [k for k in sorted(a.keys() | b.keys()) if a.get(k, "<unset>") != b.get(k, "<unset>")]
-    changed = [k for k in changed if k not in ignore] or changed
-    if not changed:
-        return f" (fingerprint {old_fp} -> {new_fp}, but no key differs: this sftlab version hashes the config differently)"
+    changed = [k for k in changed if k not in ignore and not k.startswith("train.speed.")]
+    if not changed:  # e.g. saved before train.speed existed, when train.loss_chunk_tokens was hashed
+        return (f" (fingerprint {old_fp} -> {new_fp}, but no key that changes the result differs: it was saved by an sftlab "
+                "version that hashed the config differently, e.g. before train.speed (then --force-resume continues the same "
+                "run) or before the data order of 2026-12-02 (then it would continue on another data order))")
     show = lambda v: "(not set)" if v == "<unset>" else json.dumps(v)  # noqa: E731
     lines = [f"    {k}: {show(a.get(k, '<unset>'))} -> {show(b.get(k, '<unset>'))}" for k in changed[:20]]
     if len(changed) > 20:
@@ -612,6 +652,18 @@ def truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+@contextlib.contextmanager
+def stop_signals():
+    """Inside the block SIGINT/SIGTERM append their name to the yielded list (the loop finishes the
+    step, saves and stops); a second one raises KeyboardInterrupt. Handlers restored on exit."""
+    requested: list[str] = []
+    previous = install_stop_handlers(requested)
+    try:
+        yield requested
+    finally:
+        restore_handlers(previous)
+
+
 def install_stop_handlers(flag: list[str]):
     def handler(signum, _frame):
         if flag:  # a second signal: the user does not want to wait for the step and the save
@@ -630,14 +682,6 @@ def install_stop_handlers(flag: list[str]):
 def restore_handlers(previous: dict) -> None:
     for sig, h in previous.items():
         signal.signal(sig, h)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _jsonable(result: TrainResult) -> dict:

@@ -7,7 +7,9 @@ a rise after tuning is forgetting.
 
 Examples are packed best-fit-decreasing into rows of `token_budget` tokens (no padding; the
 packing is proven equal to one-at-a-time scoring in tests/test_pack.py), and per_token_losses
-returns the scored tokens in row order, which is split back into examples by their counts.
+returns the scored tokens in row order, which is split back into examples by their counts. The rows
+attend per example (speed.scoring: one masked attention over a 4096-token row of short examples is
+mostly wasted work; the same losses, tests/test_packed_attention.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
+from sftlab import speed
 from sftlab.conversation import Conversation, Message
 from sftlab.loss import per_token_losses
 from sftlab.pack import apply_length_policy, collate_packed, pack_bins
@@ -65,7 +68,7 @@ def packed_loss_sums(model, rows: list, token_budget: int, progress: bool = Fals
     counts = np.asarray([sum(r.loss_mask[1:]) for r in rows], dtype=np.int64)
     sums = np.zeros(len(rows))
     bins = pack_bins([len(r) for r in rows], token_budget)
-    with torch.no_grad():
+    with torch.no_grad(), speed.scoring(model):
         for b in tqdm(bins, desc="perplexity", unit="row", disable=not progress, leave=False):
             losses = per_token_losses(model, collate_packed([rows[i] for i in b])).double().numpy()
             offsets = np.cumsum([0] + [int(counts[i]) for i in b])

@@ -12,20 +12,20 @@ product on each part, writing straight into a torch tensor (numpy views share it
 is limited to one thread of its own: its worker threads spin for ~0.1 s after each call and would
 take the cores from torch's next operations.
 
-When: `train.cpu_matmul: auto` calibrates once per process (`choose()`, ~0.5 s): a model-shaped
+When: `train.speed.cpu_matmul: auto` calibrates once per process (`choose()`, ~0.5 s): a model-shaped
 product and its transpose, with torch elementwise ops in between as in training, timed both ways;
 OpenBLAS is used only if it is at least MIN_SPEEDUP faster. That catches the other thing that
 matters: after each parallel region torch's OpenMP (libgomp) workers spin-wait for GOMP_SPINCOUNT
 iterations (default 300,000: milliseconds) and take the cores from the OpenBLAS threads. Measured
 on SmolLM2-135M LoRA steps (same batches, alternated in one process): OpenBLAS 0.985x torch at
 GOMP_SPINCOUNT=30000, 1.12x at 100-5000, while torch alone ran at the same speed at 1000 as at the
-default (OMP_WAIT_POLICY=PASSIVE also works but costs torch ~2%). `import sftlab` therefore sets
-GOMP_SPINCOUNT=1000 unless it is set, if torch is not loaded yet (libgomp reads it once, when torch
-loads; sftlab/__init__.py); a program that loads torch first exports it itself, or gets torch's MKL
-from the calibration.
+default (OMP_WAIT_POLICY=PASSIVE also works but costs torch ~2%). The `sftlab` command therefore
+sets GOMP_SPINCOUNT=1000 unless it is set, before torch loads (libgomp reads it once, then); API
+users call `sftlab.speed.configure_openmp()` before importing torch, or export it themselves, or get
+torch's MKL from the calibration. A resumed run reuses the choice recorded in its checkpoint.
 
 Used by the fused LoRA linear (fused_lora.py), the SwiGLU down projection (fused_mlp.py) and the
-chunked lm_head + cross-entropy (loss.py) while `blas_matmuls(True)` is active; they call
+chunked lm_head + cross-entropy (chunked_loss.py) while `blas_matmuls(True)` is active; they call
 `linear`/`matmul` here, which fall back to torch for anything but contiguous-enough fp32 CPU
 tensors. Same products up to float summation order (tests/test_cpu_blas.py).
 """
@@ -136,28 +136,36 @@ def linear(x2: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
 
 
 def decide(mode: str, model, device: torch.device) -> tuple[bool, str]:
-    """(use OpenBLAS?, why) for `train.cpu_matmul` = mode on this model and device; why is "" where
+    """(use OpenBLAS?, why) for `train.speed.cpu_matmul` = mode on this model and device; why is "" where
     the question does not arise (not a CPU run)."""
     if device.type != "cpu":
         return False, ""
     if mode == "torch":
-        return False, "train.cpu_matmul: torch"
+        return False, "train.speed.cpu_matmul: torch"
     dtypes = {p.dtype for p in model.parameters()}
     if dtypes != {torch.float32}:
         if mode == "openblas":
-            raise SftlabError(f"train.cpu_matmul: openblas needs an fp32 model; this one has {sorted(map(str, dtypes))}. "
-                              "Set model.dtype: float32 or train.cpu_matmul: auto.")
+            raise SftlabError(f"train.speed.cpu_matmul: openblas needs an fp32 model; this one has {sorted(map(str, dtypes))}. "
+                              "Set model.dtype: float32 or train.speed.cpu_matmul: auto.")
         return False, f"the model is not fp32 ({sorted(map(str, dtypes))})"
     if mode == "openblas":
         reason = _unavailable()
         if reason:
-            raise SftlabError(f"train.cpu_matmul: openblas, but {reason}. Set train.cpu_matmul: auto or torch.")
-        return True, "train.cpu_matmul: openblas"
+            raise SftlabError(f"train.speed.cpu_matmul: openblas, but {reason}. Set train.speed.cpu_matmul: auto or torch.")
+        return True, "train.speed.cpu_matmul: openblas"
     cfg = getattr(model, "config", None)
     hidden = getattr(cfg, "hidden_size", None) or 1024
     intermediate = getattr(cfg, "intermediate_size", None) or 4 * hidden
     choice = choose(hidden, intermediate)
     return choice["use"], choice["reason"]
+
+
+def unavailable_for(model) -> str | None:
+    """Why the OpenBLAS path cannot run for this model here (not fp32, no OpenBLAS), or None."""
+    dtypes = {p.dtype for p in model.parameters()}
+    if dtypes != {torch.float32}:
+        return f"the model is not fp32 ({sorted(map(str, dtypes))})"
+    return _unavailable()
 
 
 def calibration() -> dict | None:

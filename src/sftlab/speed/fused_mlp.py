@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sftlab.fused_lora import lora_linear_backward, lora_linear_forward
+from sftlab.speed.fused_lora import lora_linear_backward, lora_linear_forward
 
 # MLP classes whose forward is exactly  down_proj(act_fn(gate_proj(x)) * up_proj(x))
 _SWIGLU_CLASSES = ("LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP")
@@ -88,7 +88,7 @@ def _down_parts(down, x: torch.Tensor):
         return w, down.bias, None, None, 1.0
     from peft.tuners.lora.layer import Linear as LoraLinear
 
-    from sftlab.fused_lora import vanilla_lora_parts
+    from sftlab.speed.fused_lora import vanilla_lora_parts
 
     if not isinstance(down, LoraLinear):
         return None

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from sftlab import cpu_blas
+from sftlab.speed import cpu_blas
 
 
 def vanilla_lora_parts(module, x: torch.Tensor, *args, **kwargs):
