@@ -12,7 +12,8 @@ from sftlab.errors import ConfigError
 
 
 class Strict(BaseModel):
-    """A config section whose unknown keys are errors: a misspelt key must not be ignored silently."""
+    """A config section whose unknown keys are errors: a misspelt key must not be ignored silently.
+    (serve.py's request bodies forbid unknown keys the same way, on pydantic alone.)"""
 
     model_config = ConfigDict(extra="forbid")
 

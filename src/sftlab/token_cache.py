@@ -28,14 +28,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sftlab.atomic import atomic_dir
 from sftlab.conversation import Conversation
 from sftlab.render import RENDER_VERSION, Rendered, Renderer
 
@@ -179,27 +178,17 @@ class TokenCache:
             "turn_offsets": np.cumsum([0] + [len(r.turn_ends) for r in rows], dtype=np.int64),
             "kinds": np.asarray([_KINDS.index(r.kind) for r in rows], dtype=np.uint8),
         }
-        tmp = None
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".tmp-{key[:12]}-"))
-            sums = {}
-            for name, arr in arrays.items():
-                buf = io.BytesIO()
-                np.save(buf, arr, allow_pickle=False)
-                raw = buf.getvalue()
-                sums[name] = hashlib.sha256(raw).hexdigest()
-                (tmp / f"{name}.npy").write_bytes(raw)
-            meta = {"format": FORMAT, "key": key, "rows": len(rows), "tokens": len(ids), "sha256": sums}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            try:
-                os.rename(tmp, folder)  # atomic; fails when another process stored the same key first
-            except OSError:
-                if not folder.exists():
-                    raise
+            with atomic_dir(folder, replace=False) as tmp:  # another process may store the same key first
+                sums = {}
+                for name, arr in arrays.items():
+                    buf = io.BytesIO()
+                    np.save(buf, arr, allow_pickle=False)
+                    raw = buf.getvalue()
+                    sums[name] = hashlib.sha256(raw).hexdigest()
+                    (tmp / f"{name}.npy").write_bytes(raw)
+                meta = {"format": FORMAT, "key": key, "rows": len(rows), "tokens": len(ids), "sha256": sums}
+                (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             return "stored"
         except OSError as e:
             return f"not stored ({e})"
-        finally:
-            if tmp is not None and tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)

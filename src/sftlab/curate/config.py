@@ -26,9 +26,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from sftlab.configbase import Strict, read_yaml_mapping
 from sftlab.curate.difficulty import IFDScoreConfig
 from sftlab.curate.dedup import ExactDedupConfig, MinHashDedupConfig, SemanticDedupConfig
 from sftlab.curate.filters import (
@@ -66,9 +66,7 @@ class CurateInput(DataSourceConfig):
         return self.name or Path(self.path.removeprefix("hf:")).stem or self.path
 
 
-class CurateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CurateConfig(Strict):
     inputs: list[CurateInput] = Field(..., min_length=1)
     blocks: list[BlockSpec] = Field(default_factory=list)
     output: str
@@ -91,14 +89,7 @@ def load_curate_config(path: str | Path) -> CurateConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file\n    fix: check the path (see `sftlab curate --help`)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with inputs, blocks, output; got {type(raw).__name__}")
+    raw = read_yaml_mapping(path, "inputs, blocks, output")
     try:
         cfg = CurateConfig.model_validate(raw)
     except ValidationError as e:

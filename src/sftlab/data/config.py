@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from sftlab.configbase import Strict
 from sftlab.data.formats import FIELD_NAMES, FORMATS
 
 
-class DataSourceConfig(BaseModel):
+class DataSourceConfig(Strict):
     """One source: a file, folder, glob, or 'hf:<dataset id>'.
 
     columns maps OUR field name -> YOUR column name, e.g. {instruction: question, output: answer}.
     weight is the source's share in a mixture (used by the mixing step, not by the loader).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="file, folder, glob, hub dataset id, or builtin:tasks-train / builtin:tasks-eval")
     format: str = Field("auto", description="auto, messages, sharegpt, alpaca, prompt_completion or text")
