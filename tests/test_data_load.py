@@ -237,9 +237,12 @@ def test_save_then_load_round_trips(tmp_path):
 
 def test_data_source_config(tmp_path):
     p = write_jsonl(tmp_path / "qa.jsonl", [{"q": "Q", "a": "A"}])
-    cfg = DataSourceConfig(path=str(p), columns={"instruction": "q", "output": "a"}, weight=2)
+    cfg = DataSourceConfig(path=str(p), columns={"instruction": "q", "output": "a"}, repeat=2)
     assert len(cfg.load().conversations) == 1
     from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="weight: 2 is now spelt repeat: 2"):
+        DataSourceConfig(path="x", weight=2)
 
     with pytest.raises(ValidationError, match="extra"):
         DataSourceConfig(path="x", colums={})
@@ -275,3 +278,24 @@ def test_missing_folder_name_is_tried_as_dataset_id_and_explained(tmp_path, monk
         load_conversations("no_such_org/no_such_set")
     assert "'no_such_org/no_such_set' is not a local file or folder" in str(info.value)
     assert info.value.problems[0].where == "hf:no_such_org/no_such_set"
+
+
+def test_repeat_multiplies_a_training_sources_rows(tmp_path):
+    from sftlab.prepare import load_sources
+
+    p = write_jsonl(tmp_path / "qa.jsonl", [{"instruction": f"Q{i}", "output": f"A{i}"} for i in range(4)])
+    convs, notes = load_sources([DataSourceConfig(path=str(p), repeat=2.5)], "raise", seed=0)
+    ids = [c.id for c in convs]
+    assert len(ids) == 10 and all(ids.count(i) in (2, 3) for i in set(ids)) and len(set(ids)) == 4
+    assert notes[0].endswith("-> repeat 2.5: 10 rows")
+    half, _ = load_sources([DataSourceConfig(path=str(p), repeat=0.5)], "raise", seed=0)
+    assert len(half) == 2 and len({c.id for c in half}) == 2
+
+
+def test_builtin_sets_load_through_the_source_config():
+    res = DataSourceConfig(path="builtin:tasks-eval", limit=5).load()
+    assert len(res.conversations) == 5 and res.stats.loaded == 5
+    from sftlab.errors import DataError
+
+    with pytest.raises(DataError, match="unknown built-in data set"):
+        DataSourceConfig(path="builtin:nope").load()

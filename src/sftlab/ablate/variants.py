@@ -11,6 +11,7 @@ from typing import Any
 from sftlab.ablate.config import AblationConfig, resolve
 from sftlab.builtin.noisy_pool import build_noisy_pool, noise_counts
 from sftlab.conversation import Conversation
+from sftlab.data.config import DataSourceConfig
 from sftlab.errors import SftlabError
 
 
@@ -32,14 +33,14 @@ class VariantData:
 
 
 def build_pool(cfg: AblationConfig, base: Path, out: Path) -> tuple[list[Conversation], Path, str]:
-    from sftlab.data import load_conversations, save_conversations
+    from sftlab.data import save_conversations
 
     path = out / "pool.jsonl"
     if cfg.pool is not None:
         pool = build_noisy_pool(cfg.pool)
         note = f"built-in noisy pool: {len(pool)} rows, seed {cfg.pool.seed}"
     else:
-        pool = load_conversations(resolve(base, cfg.pool_path), on_error="raise").conversations
+        pool = DataSourceConfig(path=resolve(base, cfg.pool_path)).load(on_error="raise").conversations
         note = f"{cfg.pool_path}: {len(pool)} rows"
     save_conversations(pool, path)
     return pool, path, note
@@ -62,7 +63,7 @@ def build_variants(cfg: AblationConfig, base: Path, out: Path) -> tuple[list[Var
         data_path = vdir / "data.jsonl"
         stats: list[dict] = []
         if v.kind == "data":
-            convs = load_conversations(resolve(base, v.data), on_error="raise").conversations
+            convs = DataSourceConfig(path=resolve(base, v.data)).load(on_error="raise").conversations
             save_conversations(convs, data_path)
             note = f"data file {v.data}"
         elif v.kind == "curate":

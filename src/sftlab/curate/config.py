@@ -43,7 +43,7 @@ from sftlab.curate.filters import (
 from sftlab.curate.mix import CurriculumConfig, MixConfig
 from sftlab.curate.scores import ComplexityScoreConfig, DiversityScoreConfig, TagScoreConfig
 from sftlab.curate.select import SelectConfig
-from sftlab.data.config import DataSourceConfig
+from sftlab.data.config import SourceConfig
 from sftlab.errors import ConfigError
 
 BlockSpec = Annotated[
@@ -56,11 +56,13 @@ BlockSpec = Annotated[
 ]
 
 
-class CurateInput(DataSourceConfig):
-    """A data source (path, format, columns, split, weight, limit) with a name for mixing and
-    reports (default: the file name without extension)."""
+class CurateInput(SourceConfig):
+    """A data source (path, format, columns, split, limit) with a name for mixing and reports
+    (default: the file name without extension) and its mixing weight."""
 
     name: str | None = None
+    weight: float = Field(1.0, gt=0, description="this input's share in a mix block (relative to the other inputs' "
+                                                 "weights) when the block names no weights")
 
     def display_name(self) -> str:
         return self.name or Path(self.path.removeprefix("hf:")).stem or self.path
