@@ -252,24 +252,6 @@ def test_data_source_config(tmp_path):
         DataSourceConfig(path="x", columns={"question": "q"})
 
 
-def test_cli_load_args(tmp_path):
-    import argparse
-
-    from sftlab.commands.data_load_args import add_load_args, load_kwargs
-    from sftlab.errors import ConfigError
-
-    p = write_jsonl(tmp_path / "qa.jsonl", [{"q": "Q", "a": "A"}, {"q": "Q2", "a": ""}])
-    parser = argparse.ArgumentParser()
-    add_load_args(parser)
-    args = parser.parse_args(["--columns", "instruction=q,output=a", "--on-error", "skip",
-                              "--rejects", str(tmp_path / "rej.jsonl")])
-    result = load_conversations(p, **load_kwargs(args))
-    assert len(result.conversations) == 1 and result.stats.skipped == {"empty_content": 1}
-    assert json.loads((tmp_path / "rej.jsonl").read_text())["source"] == f"{p}:2"
-    with pytest.raises(ConfigError, match="OUR_FIELD=YOUR_COLUMN"):
-        load_kwargs(parser.parse_args(["--columns", "instruction"]))
-
-
 def test_missing_folder_name_is_tried_as_dataset_id_and_explained(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never the network in tests
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
