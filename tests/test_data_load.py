@@ -224,15 +224,28 @@ def test_limit_stops_reading(tmp_path):
 
 def test_save_then_load_round_trips(tmp_path):
     convs = [Conversation(tuple(QA), source="x:1", meta={"format": "alpaca", "score": 0.5}),
-             Conversation((Message("assistant", "doc"),), source="y:2", meta={"format": "text"})]
+             Conversation.document("doc", source="y:2", meta={"kind": "family kind, not the row's"})]
     out = tmp_path / "out" / "saved.jsonl"
     assert save_conversations(convs, out) == 2
     assert not [f for f in out.parent.iterdir() if f.name != "saved.jsonl"]  # no temp file left
     back = load_conversations(out).conversations
     assert [c.messages for c in back] == [c.messages for c in convs]
     assert [c.id for c in back] == [c.id for c in convs]
-    assert [c.meta["format"] for c in back] == ["messages", "text"]  # text rows stay text rows
+    assert [c.kind for c in back] == ["chat", "text"]  # text rows stay text rows
+    assert [c.meta["format"] for c in back] == ["messages", "text"]
     assert back[0].meta["score"] == 0.5 and back[0].meta["original_source"] == "x:1"
+    assert back[1].meta["kind"] == "family kind, not the row's"  # meta is the user's; the row's kind is not in it
+    # a file saved before Conversation.kind existed marks a text row in meta.format only
+    old = write_jsonl(tmp_path / "old.jsonl", [{"messages": [{"role": "assistant", "content": "doc"}], "meta": {"format": "text"}}])
+    assert load_conversations(old).conversations[0].kind == "text"
+
+
+def test_text_conversations_are_one_assistant_message():
+    assert Conversation.document("doc").kind == "text"
+    with pytest.raises(ValueError, match="exactly one assistant message"):
+        Conversation(tuple(QA), kind="text")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Conversation(tuple(QA), kind="document")
 
 
 def test_data_source_config(tmp_path):

@@ -135,7 +135,7 @@ def test_length_policies_count_and_keep_stop_tokens(tokenizer):
 
 
 def test_text_rows_split_into_windows(tokenizer):
-    conv = Conversation.from_messages([{"role": "assistant", "content": "The quick brown fox. " * 20}], meta={"format": "text"})
+    conv = Conversation.document("The quick brown fox. " * 20)
     r = Renderer(tokenizer).render(conv)
     kept, rep = apply_length_policy([r], 16, "split")
     assert sum(len(p) for p in kept) == len(r)

@@ -272,9 +272,9 @@ def test_assistant_first_is_allowed_after_a_system_prompt_and_for_saved_text_row
     path.write_text(json.dumps(rows[1]) + "\n")
     assert len(load_conversations(path).conversations) == 1
     saved = tmp_path / "saved.jsonl"
-    save_conversations([Conversation((Message("assistant", "A plain document."),), meta={"format": "text"})], saved)
+    save_conversations([Conversation.document("A plain document.")], saved)
     (conv,) = load_conversations(saved).conversations
-    assert conv.meta["format"] == "text"
+    assert conv.kind == "text" and conv.meta["format"] == "text"
 
 
 # ---- the rejects file the data errors recommend -------------------------------------------------

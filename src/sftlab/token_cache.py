@@ -35,12 +35,12 @@ from pathlib import Path
 import numpy as np
 
 from sftlab.atomic import atomic_dir
-from sftlab.conversation import Conversation
+from sftlab.conversation import KINDS, Conversation
 from sftlab.render import RENDER_VERSION, Rendered, Renderer
 
 FORMAT = "sftlab-tokenized-v1"
 _ARRAYS = ("input_ids", "loss_mask", "row_offsets", "turn_ends", "turn_offsets", "kinds")
-_KINDS = ("chat", "text")
+_KINDS = KINDS  # a row's kind is stored as its index here: append new kinds, never reorder
 
 
 def cache_root() -> Path:
@@ -83,7 +83,7 @@ def cache_key(renderer: Renderer, convs: list[Conversation], tokenizer_fp: str) 
     h.update(len(convs).to_bytes(8, "little"))
     for c in convs:
         # length-prefixed fields: no two different conversation lists give the same byte stream
-        h.update(b"T" if c.meta.get("format") == "text" else b"C")
+        h.update(b"T" if c.kind == "text" else b"C")
         h.update(len(c.messages).to_bytes(4, "little"))
         for m in c.messages:
             for s in (m.role, m.content):
