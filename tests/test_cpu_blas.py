@@ -20,8 +20,7 @@ from sftlab.pack import collate_packed
 from sftlab.train import train
 from test_fused_lora import _lora, _run
 from test_fused_mlp import _assert_same
-from test_pack import random_rendered
-from test_reliability_common import losses, run_config
+from helpers import losses, random_rendered, run_config
 from tiny import make_model
 
 

@@ -13,7 +13,7 @@ from sftlab.cli import main
 from sftlab.dry_run import output_dir_verdict
 from sftlab.errors import SftlabError
 from sftlab.train import check_output_dir
-from test_reliability_common import ROWS, run_config, write_config, write_data
+from helpers import ROWS, run_config, write_config, write_data
 from tiny import make_model, make_tokenizer
 
 

@@ -16,18 +16,8 @@ from sftlab.pack import (
     shifted_labels,
 )
 from sftlab.render import Rendered, Renderer
+from helpers import random_rendered
 from tiny import make_model
-
-
-def random_rendered(n, seed=0, vocab=400):
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        L = rng.randint(3, 40)
-        ids = [rng.randrange(3, vocab) for _ in range(L)]
-        mask = [0] * (L // 2) + [1] * (L - L // 2)
-        out.append(Rendered(ids, mask, [L], id=str(i)))
-    return out
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

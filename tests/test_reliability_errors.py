@@ -5,50 +5,25 @@ exit code 2, no traceback. docs/errors.md shows the real messages; regenerate it
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import shutil
 import sys
 import tempfile
 from collections import namedtuple
-from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from sftlab.cli import main  # noqa: E402
-from test_reliability_common import make_model_folder, run_config, write_config, write_data  # noqa: E402
+from helpers import DOC, Case, edited_config, error_block, make_model_folder, run_case, train_argv, write_data  # noqa: E402
 from tiny import make_model, make_tokenizer  # noqa: E402
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
-
-
-@dataclass
-class Case:
-    name: str
-    setup: object  # (tmp: Path) -> (argv, context manager around the call)
-    expect: list[str]
-
-
-def _cfg(tmp, **edits):
-    cfg = run_config(tmp, max_steps=1)
-    for dotted, value in edits.items():
-        section, key = dotted.split("__")
-        cfg[section][key] = value
-    return cfg
-
-
-def _train(tmp, cfg, *flags):
-    return ["train", str(write_config(tmp, cfg)), *flags], contextlib.nullcontext()
-
-
 def _typo(tmp):
-    cfg = _cfg(tmp)
+    cfg = edited_config(tmp)
     cfg["train"]["warmup_ration"] = 0.1
-    return _train(tmp, cfg)
+    return train_argv(tmp, cfg)
 
 
 def _tokenizer_folder(tmp, name, template=None, **kw):
@@ -61,14 +36,14 @@ def _tokenizer_folder(tmp, name, template=None, **kw):
 
 def _template_raises(tmp):
     folder = _tokenizer_folder(tmp, "raising-template", template="{{ raise_exception('this template needs a system message first') }}")
-    return _train(tmp, _cfg(tmp, model__name=str(folder)))
+    return train_argv(tmp, edited_config(tmp, model__name=str(folder)))
 
 
 def _data_file(tmp, rows_text):
     path = tmp / "data" / "bad.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(rows_text)
-    return _train(tmp, _cfg(tmp, data__train=[{"path": str(path)}]))
+    return train_argv(tmp, edited_config(tmp, data__train=[{"path": str(path)}]))
 
 
 def _ends_on_user(tmp):
@@ -83,47 +58,47 @@ def _special_in_content(tmp):
 
 def _output_under_file(tmp):
     (tmp / "file.txt").write_text("a file")
-    return _train(tmp, _cfg(tmp, train__output_dir=str(tmp / "file.txt" / "run")))
+    return train_argv(tmp, edited_config(tmp, train__output_dir=str(tmp / "file.txt" / "run")))
 
 
 def _not_empty(tmp):
     (tmp / "run").mkdir()
     (tmp / "run" / "metrics.jsonl").write_text("")
-    return _train(tmp, _cfg(tmp))
+    return train_argv(tmp, edited_config(tmp))
 
 
 def _changed_data(tmp):
-    cfg = _cfg(tmp)
-    assert main(_train(tmp, cfg)[0]) == 0
+    cfg = edited_config(tmp)
+    assert main(train_argv(tmp, cfg)[0]) == 0
     write_data(tmp / "data" / "train.jsonl", [{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}] * 4)
-    return _train(tmp, cfg, "--resume")
+    return train_argv(tmp, cfg, "--resume")
 
 
 def _output_is_file(tmp):
     (tmp / "run").write_text("a file")
-    return _train(tmp, _cfg(tmp))
+    return train_argv(tmp, edited_config(tmp))
 
 
 def _overwrite_user_files(tmp):
-    cfg = _cfg(tmp)
-    assert main(_train(tmp, cfg)[0]) == 0
+    cfg = edited_config(tmp)
+    assert main(train_argv(tmp, cfg)[0]) == 0
     (tmp / "run" / "notes.txt").write_text("mine")
-    return _train(tmp, cfg, "--overwrite")
+    return train_argv(tmp, cfg, "--overwrite")
 
 
 def _damaged_only_checkpoint(tmp):
-    cfg = _cfg(tmp, train__keep_checkpoints=1)
-    assert main(_train(tmp, cfg)[0]) == 0
+    cfg = edited_config(tmp, train__keep_checkpoints=1)
+    assert main(train_argv(tmp, cfg)[0]) == 0
     shutil.rmtree(tmp / "run" / "final")  # as if killed before the final model was written
     weights = tmp / "run" / "checkpoint-0000001" / "trainable.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    return _train(tmp, cfg, "--resume")
+    return train_argv(tmp, cfg, "--resume")
 
 
 def _changed_config(tmp):
-    cfg = _cfg(tmp)
-    assert main(_train(tmp, cfg)[0]) == 0
-    return _train(tmp, cfg, "--resume", "train.lr=5e-3")
+    cfg = edited_config(tmp)
+    assert main(train_argv(tmp, cfg)[0]) == 0
+    return train_argv(tmp, cfg, "--resume", "train.lr=5e-3")
 
 
 def _only_bin(tmp):
@@ -133,28 +108,28 @@ def _only_bin(tmp):
     model.config.save_pretrained(folder)
     make_tokenizer().save_pretrained(folder)
     torch.save(model.state_dict(), folder / "pytorch_model.bin")  # a pickle: never loaded
-    return _train(tmp, _cfg(tmp, model__name=str(folder)))
+    return train_argv(tmp, edited_config(tmp, model__name=str(folder)))
 
 
 def _no_disk(tmp):
     usage = namedtuple("usage", "total used free")
-    argv, _ = _train(tmp, _cfg(tmp))
+    argv, _ = train_argv(tmp, edited_config(tmp))
     return argv, mock.patch.object(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 2**20, 2**20))
 
 
 CASES = [
     Case("config key with a typo", _typo, ["1 problem(s) in the config", "train.warmup_ration", "did you mean 'warmup_ratio'?"]),
-    Case("config value of the wrong type", lambda t: _train(t, _cfg(t, train__lr="fast")), ["train.lr: got 'fast'", "valid number"]),
-    Case("config value out of range", lambda t: _train(t, _cfg(t, train__max_steps=0)), ["train.max_steps: got 0", "greater than or equal to 1"]),
+    Case("config value of the wrong type", lambda t: train_argv(t, edited_config(t, train__lr="fast")), ["train.lr: got 'fast'", "valid number"]),
+    Case("config value out of range", lambda t: train_argv(t, edited_config(t, train__max_steps=0)), ["train.max_steps: got 0", "greater than or equal to 1"]),
     Case("config file that does not exist", lambda t: (["train", str(t / "nope.yaml")], contextlib.nullcontext()), ["config file not found", "nope.yaml"]),
-    Case("model path that does not exist", lambda t: _train(t, _cfg(t, model__name=str(t / "no-such-model"))), ["model path does not exist", "no-such-model"]),
+    Case("model path that does not exist", lambda t: train_argv(t, edited_config(t, model__name=str(t / "no-such-model"))), ["model path does not exist", "no-such-model"]),
     Case("model folder with only pytorch_model.bin (pickle)", _only_bin, ["cannot load model weights", "sftlab loads only safetensors"]),
     Case("chat template that raises", _template_raises, ["the chat template raised", "this template needs a system message first"]),
-    Case("`template: llama3` on a tokenizer without its special tokens", lambda t: _train(t, _cfg(t) | {"model": {"name": str(make_model_folder(t)), "template": "llama3"}}),
+    Case("`template: llama3` on a tokenizer without its special tokens", lambda t: train_argv(t, edited_config(t) | {"model": {"name": str(make_model_folder(t)), "template": "llama3"}}),
          ["template 'llama3' needs special tokens", "<|eot_id|>", "add_special_tokens: true"]),
-    Case("unknown template name", lambda t: _train(t, _cfg(t) | {"model": {"name": str(make_model_folder(t)), "template": "chatlm"}}), ["unknown template 'chatlm'", "chatml"]),
+    Case("unknown template name", lambda t: train_argv(t, edited_config(t) | {"model": {"name": str(make_model_folder(t)), "template": "chatlm"}}), ["unknown template 'chatlm'", "chatml"]),
     Case("empty data file", lambda t: _data_file(t, ""), ["bad.jsonl", "no rows"]),
-    Case("data path that does not exist", lambda t: _train(t, _cfg(t, data__train=[{"path": str(t / "missing.jsonl")}])), ["missing.jsonl"]),
+    Case("data path that does not exist", lambda t: train_argv(t, edited_config(t, data__train=[{"path": str(t / "missing.jsonl")}])), ["missing.jsonl"]),
     Case("conversation ending on a user turn", _ends_on_user, ["bad.jsonl:1 [messages[2]]", "ends on a user turn"]),
     Case("special-token text inside a message", _special_in_content, ["template problems: 1", "bad.jsonl:1: message 2 (assistant) contains '<|im_start|>'"]),
     Case("output_dir not empty, no --resume/--overwrite", _not_empty, ["is not empty", "--resume", "--overwrite"]),
@@ -171,19 +146,6 @@ CASES = [
 ]
 
 
-def run_case(case: Case, tmp: Path) -> tuple[int, str]:
-    argv, context = case.setup(tmp)
-    err = io.StringIO()
-    with context, contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = main(argv)
-    return rc, err.getvalue().replace(str(tmp), "$TMP")
-
-
-def _message(stderr: str) -> str:
-    """The `error:` block (tqdm bars also write to stderr)."""
-    return stderr[stderr.index("error: "):].rstrip() if "error: " in stderr else stderr
-
-
 import pytest  # noqa: E402
 
 
@@ -192,10 +154,10 @@ def test_bad_input_is_a_clean_error(case, tmp_path):
     rc, err = run_case(case, tmp_path)
     assert rc == 2, err[-2000:]
     assert "Traceback" not in err
-    msg = _message(err)
+    msg = error_block(err)
     for part in case.expect:
         assert part in msg, f"{part!r} not in:\n{msg}"
-    assert _message(err) in DOC.read_text(), f"docs/errors.md is stale: run python {Path(__file__).name}"
+    assert error_block(err) in DOC.read_text(), f"docs/errors.md is stale: run python {Path(__file__).name}"
 
 
 def all_cases() -> list[Case]:
@@ -211,7 +173,7 @@ def render_doc() -> str:
     for i, case in enumerate(all_cases(), 1):
         with tempfile.TemporaryDirectory() as d:
             rc, err = run_case(case, Path(d))
-        msg = _message(err)
+        msg = error_block(err)
         lines = msg.splitlines()
         # a header line ending in ':' introduces the problems: show the first problem instead
         fail = [k for k, line in enumerate(lines) if "[FAIL]" in line]  # pre-flight report: the failing item

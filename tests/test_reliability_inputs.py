@@ -27,8 +27,7 @@ from sftlab.data.config import DataSourceConfig  # noqa: E402
 from sftlab.errors import ConfigError, DataError, ModelLoadError  # noqa: E402
 from sftlab.pack import LengthReport, apply_length_policy  # noqa: E402
 from sftlab.render import Rendered  # noqa: E402
-from test_reliability_common import run_config, write_config  # noqa: E402
-from test_reliability_errors import DOC, Case, _cfg, _message, _train, run_case  # noqa: E402
+from helpers import DOC, Case, edited_config, error_block, run_case, run_config, train_argv, write_config  # noqa: E402
 from tiny import make_model, make_tokenizer  # noqa: E402
 
 QA = [{"role": "user", "content": "Reverse the word apple."}, {"role": "assistant", "content": "elppa"}]
@@ -50,7 +49,7 @@ def _model_folder(tmp, name, *, weights=True, tokenizer=True, files=()):
 
 
 def _with_model(tmp, folder):
-    return _train(tmp, _cfg(tmp, model__name=str(folder)))
+    return train_argv(tmp, edited_config(tmp, model__name=str(folder)))
 
 
 def _offline(tmp):
@@ -61,14 +60,14 @@ def _offline(tmp):
     (snapshot / "config.json").write_text("{}")
     (cache / "models--HuggingFaceTB--SmolLM2-360M" / "refs").mkdir()
     (cache / "models--HuggingFaceTB--SmolLM2-360M" / "refs" / "main").write_text("a" * 40)
-    argv, _ = _train(tmp, _cfg(tmp, model__name="no-such-org/no-such-model"))
+    argv, _ = train_argv(tmp, edited_config(tmp, model__name="no-such-org/no-such-model"))
     env = mock.patch.dict("os.environ", {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)})
     return argv, env
 
 
 def _override(*overrides):
     def setup(tmp):
-        argv, ctx = _train(tmp, _cfg(tmp))
+        argv, ctx = train_argv(tmp, edited_config(tmp))
         return argv + list(overrides), ctx
     return setup
 
@@ -78,7 +77,7 @@ def _data(tmp, rows, cfg_edits=None, name="bad.jsonl"):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(rows if isinstance(rows, str) else "".join(json.dumps(r) + "\n" for r in rows))
     source = {"path": str(path), **(cfg_edits or {})}
-    return _train(tmp, _cfg(tmp, data__train=[source]))
+    return train_argv(tmp, edited_config(tmp, data__train=[source]))
 
 
 CLI_CASES = [
@@ -126,7 +125,7 @@ def test_bad_input_is_a_clean_error(case, tmp_path):
     rc, err = _run(case, tmp_path)
     assert rc == 2, err[-2000:]
     assert "Traceback" not in err
-    msg = _message(err)
+    msg = error_block(err)
     for part in case.expect:
         assert part in msg, f"{part!r} not in:\n{msg}"
     # Python keyword arguments are not the user's words; --on-error & co. exist on no command
@@ -152,7 +151,8 @@ def test_a_tokenizer_only_folder_still_serves_data_inspect(tmp_path):
     from sftlab.model import load_model, load_tokenizer
 
     folder = _model_folder(tmp_path, "tok", weights=False)
-    assert load_tokenizer(str(folder)).pad_token is not None
+    text = "Reverse the word apple."
+    assert load_tokenizer(str(folder))(text)["input_ids"] == make_tokenizer()(text)["input_ids"]
     with pytest.raises(ModelLoadError, match=r"has no config.json .* and no weights"):
         load_model(str(folder))
 
@@ -224,7 +224,7 @@ def test_a_folder_skips_text_files_beside_data_and_says_what_it_took(tmp_path):
 def test_sftlab_train_prints_what_loading_skipped(tmp_path):
     folder = _folder(tmp_path)
     (folder / "b.csv").write_text("instruction,output\nReverse lazy.,yzal\n,\n")
-    cfg = write_config(tmp_path, _cfg(tmp_path, data__train=[{"path": str(folder)}]))
+    cfg = write_config(tmp_path, edited_config(tmp_path, data__train=[{"path": str(folder)}]))
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         assert main(["train", str(cfg)]) == 0, err.getvalue()[-2000:]
@@ -260,7 +260,7 @@ def test_two_conversations_are_fine_when_the_format_is_chosen(tmp_path):
 
 
 def test_assistant_first_is_allowed_after_a_system_prompt_and_for_saved_text_rows(tmp_path):
-    from sftlab.conversation import Conversation, Message
+    from sftlab.conversation import Conversation
     from sftlab.data.save import save_conversations
 
     path = tmp_path / "ok.jsonl"
@@ -298,7 +298,7 @@ def test_rejects_key_works_in_sftlab_train(tmp_path):
     path.parent.mkdir()
     path.write_text("".join(json.dumps({"messages": QA}) + "\n" for _ in range(4))
                     + json.dumps({"messages": [{"role": "assistant", "content": "Hi"}, *QA]}) + "\n")
-    cfg = _cfg(tmp_path, data__train=[{"path": str(path), "rejects": str(tmp_path / "rejects.jsonl")}], data__on_error="skip")
+    cfg = edited_config(tmp_path, data__train=[{"path": str(path), "rejects": str(tmp_path / "rejects.jsonl")}], data__on_error="skip")
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         assert main(["train", str(write_config(tmp_path, cfg))]) == 0, err.getvalue()[-2000:]
