@@ -1,4 +1,4 @@
-"""`sftlab train CONFIG --dry-run` (issue 16): the whole run checked without training: every row
+"""`sftlab train CONFIG --dry-run`: the whole run checked without training: every row
 loaded, rendered and pre-flighted, the summary train prints, bad rows with file:line, the optimizer
 steps, train's output_dir refusals; exit 2 when train would refuse; no weights loaded, nothing written."""
 

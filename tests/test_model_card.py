@@ -1,4 +1,4 @@
-"""Portable saved models (issue 16): an adapter names its real base (the hub id for the embedded model,
+"""Portable saved models: an adapter names its real base (the hub id for the embedded model,
 never a cache path; a hub id or a local folder as the user gave it), loading it again maps the
 embedded model's hub id back to the embedded GGUF offline, and final/README.md is a model card
 saying what was trained on what."""

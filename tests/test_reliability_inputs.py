@@ -1,5 +1,5 @@
-"""Issue 16, inputs: model folders and names, command-line overrides and data files that used to end
-in a traceback, a misleading message or a silent change.
+"""Inputs: model folders and names, command-line overrides and data files that must end in a clean
+error, never a traceback, a misleading message or a silent change.
 
 Every CLI case runs `sftlab train` in-process (sftlab.cli.main) and must print one clean
 `error: ...` block (exit code 2, no traceback) with what, where and how to fix it, in the user's

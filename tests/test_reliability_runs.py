@@ -1,4 +1,4 @@
-"""Run and checkpoint safety (issue 16): --overwrite deletes only sftlab's outputs, an output_dir
+"""Run and checkpoint safety: --overwrite deletes only sftlab's outputs, an output_dir
 that is a file, damaged checkpoints (sizes + sha256 in the marker, fallback to the newest intact
 one), a finished run resumed again, strict JSON, resume messages (fresh start, changed config
 keys), overrides before or after the flags, and a loud warning when the length policy loses

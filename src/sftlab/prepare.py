@@ -146,8 +146,8 @@ def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id
                                             store=store_cache)
     statuses = [f"train {train_status}"]
     rendered, length_report = apply_length_policy(rendered, data.max_len, data.length_policy)
-    # rows hold up to tokens_per_batch tokens; an example longer than that (up to max_len) gets a row
-    # of its own, counted in the summary (the budget used to grow silently to max_len: fewer, bigger steps)
+    # rows hold up to tokens_per_batch tokens, so a step is the size the config says; an example
+    # longer than that (up to max_len) gets a row of its own, counted in the summary
     budget = train_cfg.tokens_per_batch
     train = PackedDataset(rendered, budget, padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id,
                           seed=train_cfg.seed, order=data.pack_order)
