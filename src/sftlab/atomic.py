@@ -72,12 +72,14 @@ def atomic_write_json(path: str | Path, obj: Any, **dumps: Any) -> Path:
 
 
 @contextmanager
-def atomic_dir(target: str | Path, *, replace: bool = True) -> Iterator[Path]:
+def atomic_dir(target: str | Path, *, replace: bool = True, prefix: str | None = None) -> Iterator[Path]:
     """A temporary folder beside `target`, renamed to `target` when the block ends without an error.
-    replace=False: if `target` appeared meanwhile (another process made the same thing), keep it."""
+    replace=False: if `target` appeared meanwhile (another process made the same thing), keep it.
+    `prefix`: the temporary folder's name prefix (default ".tmp-<target name>-"), for cleaners that
+    look for leftovers of a killed process by name."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name[:12]}-"))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix or f".tmp-{target.name[:12]}-"))
     try:
         yield tmp
         try:

@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from sftlab.config import format_validation_error
-from sftlab.configbase import Strict
+from sftlab.configbase import Strict, read_yaml_mapping
 from sftlab.errors import ConfigError
 from sftlab.synth.backends import BackendConfig
 
@@ -92,12 +91,7 @@ class SynthConfig(Strict):
 
 def load_synth_config(path: str | Path) -> SynthConfig:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    raw = read_yaml_mapping(path, "pipeline, output, teacher, ...")
     try:
         cfg = SynthConfig.model_validate(raw)
     except ValidationError as e:
