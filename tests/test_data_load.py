@@ -254,7 +254,7 @@ def test_data_source_config(tmp_path):
     assert len(cfg.load().conversations) == 1
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="weight: 2 is now spelt repeat: 2"):
+    with pytest.raises(ValidationError, match="for weight: 2 write repeat: 2"):
         DataSourceConfig(path="x", weight=2)
 
     with pytest.raises(ValidationError, match="extra"):

@@ -82,6 +82,7 @@ class DataSourceConfig(SourceConfig):
     @classmethod
     def _renamed_weight(cls, data: Any) -> Any:
         if isinstance(data, dict) and "weight" in data:
-            raise ValueError(f"weight: {data['weight']!r} is now spelt repeat: {data['weight']!r} (it multiplies this "
-                             "source's rows); a share relative to other sources is a curate input's weight (sftlab curate)")
+            raise ValueError(f"a training source has no weight; for weight: {data['weight']!r} write repeat: "
+                             f"{data['weight']!r} (it multiplies this source's rows: 2 = every row twice). A share "
+                             "relative to other sources is a curate input's weight (sftlab curate, mix block)")
         return data
