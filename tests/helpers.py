@@ -1,12 +1,10 @@
 """Helpers shared by test modules (test modules import from here and from tiny.py, never from each
-other): tiny run set-ups on disk, random rendered rows, a reference loss, the error-case runner
-behind docs/errors.md, and a scripted OpenAI-compatible teacher.
+other): tiny run set-ups on disk, random rendered rows, a reference loss, and a scripted
+OpenAI-compatible teacher (the CLI error cases are in error_cases.py).
 
 No `from __future__ import annotations` here: FastAPI reads scripted_app's `request: Request`
 annotation as a real class."""
 
-import contextlib
-import io
 import json
 import os
 import random
@@ -14,12 +12,10 @@ import re
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from sftlab.cli import main
 from sftlab.render import Rendered
 from tiny import make_model, make_tokenizer
 
@@ -114,43 +110,6 @@ def reference_loss(model, exs):
         total += F.cross_entropy(logits, target, ignore_index=-100, reduction="sum")
         n += int(sum(r.loss_mask[1:]))
     return total, n
-
-
-# ---- CLI error cases: each one clean `error:` block (tests/test_reliability_errors.py makes the doc) --
-
-DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
-
-
-@dataclass
-class Case:
-    name: str
-    setup: object  # (tmp: Path) -> (argv, context manager around the call)
-    expect: list[str]
-
-
-def edited_config(tmp, **edits):
-    cfg = run_config(tmp, max_steps=1)
-    for dotted, value in edits.items():
-        section, key = dotted.split("__")
-        cfg[section][key] = value
-    return cfg
-
-
-def train_argv(tmp, cfg, *flags):
-    return ["train", str(write_config(tmp, cfg)), *flags], contextlib.nullcontext()
-
-
-def run_case(case: Case, tmp: Path) -> tuple[int, str]:
-    argv, context = case.setup(tmp)
-    err = io.StringIO()
-    with context, contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = main(argv)
-    return rc, err.getvalue().replace(str(tmp), "$TMP")
-
-
-def error_block(stderr: str) -> str:
-    """The `error:` block (tqdm bars also write to stderr)."""
-    return stderr[stderr.index("error: "):].rstrip() if "error: " in stderr else stderr
 
 
 # ---- a scripted OpenAI-compatible teacher/judge: deterministic answers over real HTTP ---------------

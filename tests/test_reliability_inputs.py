@@ -4,7 +4,7 @@ error, never a traceback, a misleading message or a silent change.
 Every CLI case runs `sftlab train` in-process (sftlab.cli.main) and must print one clean
 `error: ...` block (exit code 2, no traceback) with what, where and how to fix it, in the user's
 words (YAML keys, command-line flags). Their messages are rows of docs/errors.md (regenerate with
-`python tests/test_reliability_errors.py`). Then: what loading counts and reports instead of changing
+`python tests/error_cases.py`). Then: what loading counts and reports instead of changing
 silently, the `rejects:` key the data errors recommend, and the length policy's split, which was
 quadratic in the example's length (exact output kept, linear work)."""
 
@@ -16,7 +16,6 @@ import json
 import random
 import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
@@ -27,90 +26,9 @@ from sftlab.data.config import DataSourceConfig  # noqa: E402
 from sftlab.errors import ConfigError, DataError, ModelLoadError  # noqa: E402
 from sftlab.pack import LengthReport, apply_length_policy  # noqa: E402
 from sftlab.render import Rendered  # noqa: E402
-from helpers import DOC, Case, edited_config, error_block, run_case, run_config, train_argv, write_config  # noqa: E402
-from tiny import make_model, make_tokenizer  # noqa: E402
-
-QA = [{"role": "user", "content": "Reverse the word apple."}, {"role": "assistant", "content": "elppa"}]
-
-
-# ---- CLI cases ---------------------------------------------------------------------------------
-
-
-def _model_folder(tmp, name, *, weights=True, tokenizer=True, files=()):
-    folder = tmp / name
-    folder.mkdir(parents=True, exist_ok=True)
-    if weights:
-        make_model().save_pretrained(folder)
-    if tokenizer:
-        make_tokenizer().save_pretrained(folder)
-    for f in files:
-        (folder / f).write_text("not a model file")
-    return folder
-
-
-def _with_model(tmp, folder):
-    return train_argv(tmp, edited_config(tmp, model__name=str(folder)))
-
-
-def _offline(tmp):
-    """An unknown hub id with HF_HUB_OFFLINE=1 and a hub cache holding one other model."""
-    cache = tmp / "hub-cache"
-    snapshot = cache / "models--HuggingFaceTB--SmolLM2-360M" / "snapshots" / ("a" * 40)
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text("{}")
-    (cache / "models--HuggingFaceTB--SmolLM2-360M" / "refs").mkdir()
-    (cache / "models--HuggingFaceTB--SmolLM2-360M" / "refs" / "main").write_text("a" * 40)
-    argv, _ = train_argv(tmp, edited_config(tmp, model__name="no-such-org/no-such-model"))
-    env = mock.patch.dict("os.environ", {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)})
-    return argv, env
-
-
-def _override(*overrides):
-    def setup(tmp):
-        argv, ctx = train_argv(tmp, edited_config(tmp))
-        return argv + list(overrides), ctx
-    return setup
-
-
-def _data(tmp, rows, cfg_edits=None, name="bad.jsonl"):
-    path = tmp / "data" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(rows if isinstance(rows, str) else "".join(json.dumps(r) + "\n" for r in rows))
-    source = {"path": str(path), **(cfg_edits or {})}
-    return train_argv(tmp, edited_config(tmp, data__train=[source]))
-
-
-CLI_CASES = [
-    Case("`model.name`: an empty folder", lambda t: _with_model(t, _model_folder(t, "empty-model", weights=False, tokenizer=False)),
-         ["empty-model is not a model folder", "no config.json", "no weights (*.safetensors)", "no tokenizer files",
-          "the folder is empty", "smollm2-135m-instruct"]),
-    Case("`model.name`: a folder that holds no model", lambda t: _with_model(t, _model_folder(t, "notes", weights=False, tokenizer=False, files=["README.txt"])),
-         ["notes is not a model folder", "it holds: README.txt", "a .gguf file, a hub id"]),
-    Case("`model.name`: a model folder without a tokenizer", lambda t: _with_model(t, _model_folder(t, "weights-only", tokenizer=False)),
-         ["model folder $TMP/weights-only has no tokenizer files", "it holds: config.json, generation_config.json, model.safetensors",
-          "save_pretrained"]),
-    Case("`model.name`: an unknown hub id, offline", _offline,
-         ["'no-such-org/no-such-model' not found locally", "HF_HUB_OFFLINE=1", "smollm2-135m-instruct (embedded)",
-          "cached hub models in $TMP/hub-cache: HuggingFaceTB/SmolLM2-360M", "local model folder"]),
-    Case("override without '='", _override("train.lr"), ["override 'train.lr': has no '='", "section.key=value"]),
-    Case("override without a key", _override("=1"), ["override '=1': has no key before '='"]),
-    Case("override with an empty key part", _override("train..lr=1"), ["'train..lr' has an empty part", "single dots"]),
-    Case("override of a key inside a value", _override("train.lr.x=1"), ["'train.lr' is a value, not a section", "train.lr=VALUE"]),
-    Case("override that sets a section to a value", _override("model=3"), ["'model' is a section (keys: name, template", "model.name=VALUE"]),
-    Case("override with an unknown key", _override("train.learning_rate=1e-4"), ["'train.learning_rate' is not a config key",
-                                                                                  "did you mean train.lr?", "docs/config.md"]),
-    Case("override with a value that is not YAML", _override("train.lr=[1"), ["the value '[1' is not valid YAML", "quote it"]),
-    Case("conversation that starts with an assistant message",
-         lambda t: _data(t, [{"messages": QA}, {"messages": [{"role": "assistant", "content": "Hi! How can I help?"}, *QA]}]),
-         ["bad.jsonl:2 [messages[0]]", "starts with an assistant message", "expected a user (or system) message first",
-          "`data.on_error: skip` in the run config", "`rejects: FILE` on the data source"]),
-    Case("row with two conversations (`messages` and `conversations`)",
-         lambda t: _data(t, [{"messages": QA, "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]),
-         ["bad.jsonl:1 [conversations]", "row has two conversations", "`format: sharegpt`"]),
-    Case("`columns:` naming a column the file does not have",
-         lambda t: _data(t, "question,answer\nReverse apple.,elppa\n", {"columns": {"instruction": "question", "output": "anwser"}}, "qa.csv"),
-         ["qa.csv [columns]", "output -> 'anwser'", "its columns: answer, question", "`columns: {OUR_FIELD: YOUR_COLUMN}`"]),
-]
+from error_cases import CLI_CASES, DOC, QA, Case, edited_config, error_block, model_folder, run_case  # noqa: E402
+from helpers import run_config, write_config  # noqa: E402
+from tiny import make_tokenizer  # noqa: E402
 
 
 def _run(case: Case, tmp: Path) -> tuple[int, str]:
@@ -132,7 +50,7 @@ def test_bad_input_is_a_clean_error(case, tmp_path):
     for not_theirs in ("on_error=", "rejects_path", "columns=", "format=", "require_response", "max_line_bytes",
                        "README 'Config", "--on-error", "--rejects", "--columns", "--split"):
         assert not_theirs not in msg, f"{not_theirs!r} (not an option the user has) in:\n{msg}"
-    assert msg in DOC.read_text(), "docs/errors.md is stale: run python tests/test_reliability_errors.py"
+    assert msg in DOC.read_text(), "docs/errors.md is stale: run python tests/error_cases.py"
 
 
 def test_the_offline_message_says_none_when_nothing_is_cached(tmp_path, monkeypatch):
@@ -150,7 +68,7 @@ def test_a_tokenizer_only_folder_still_serves_data_inspect(tmp_path):
     load names what is missing."""
     from sftlab.model import load_model, load_tokenizer
 
-    folder = _model_folder(tmp_path, "tok", weights=False)
+    folder = model_folder(tmp_path, "tok", weights=False)
     text = "Reverse the word apple."
     assert load_tokenizer(str(folder))(text)["input_ids"] == make_tokenizer()(text)["input_ids"]
     with pytest.raises(ModelLoadError, match=r"has no config.json .* and no weights"):
