@@ -21,8 +21,7 @@ from sftlab.speed.fused_mlp import fuse_mlp_layers
 from sftlab.train import train
 from test_fused_lora import _lora, _run
 from test_fused_mlp import _assert_same
-from test_pack import random_rendered
-from test_reliability_common import final_weights, losses, run_config
+from helpers import final_weights, losses, random_rendered, run_config
 from tiny import hook_training_forwards, make_model, make_tokenizer
 
 

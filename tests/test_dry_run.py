@@ -1,4 +1,4 @@
-"""`sftlab train CONFIG --dry-run` (issue 16): the whole run checked without training: every row
+"""`sftlab train CONFIG --dry-run`: the whole run checked without training: every row
 loaded, rendered and pre-flighted, the summary train prints, bad rows with file:line, the optimizer
 steps, train's output_dir refusals; exit 2 when train would refuse; no weights loaded, nothing written."""
 
@@ -13,7 +13,7 @@ from sftlab.cli import main
 from sftlab.dry_run import output_dir_verdict
 from sftlab.errors import SftlabError
 from sftlab.train import check_output_dir
-from test_reliability_common import ROWS, run_config, write_config, write_data
+from helpers import ROWS, run_config, write_config, write_data
 from tiny import make_model, make_tokenizer
 
 

@@ -66,7 +66,8 @@ def test_json_and_table_carry_every_metric(report):
     strict = {m["name"]: m for m in data["metrics"]}["IFEval instruction-level strict"]["values"]["tuned"]["value"]
     assert strict == pytest.approx(data["ifeval"]["tuned"]["instruction_strict"])
     assert data["settings"]["ifeval_max_new_tokens"] == 8 and data["settings"]["task_max_new_tokens"] == 4
-    assert data["decontamination"]["eval_prompts"] > 0
+    # every distinct eval prompt was checked: task and IFEval prompts and the held-out conversations
+    assert data["decontamination"]["eval_prompts"] == len({*report.tasks.ids, *report.ifeval.ids, *(c.id for c in EVAL)})
     table = report.summary_table()
     assert "tuned - base [95% CI]" in table and "general-text PPL" in table
     assert f"{report.metrics()[1].values['tuned'].value:.3f}" in table

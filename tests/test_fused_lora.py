@@ -13,7 +13,7 @@ from peft.tuners.lora.layer import Linear as LoraLinear
 from sftlab.speed.fused_lora import fuse_lora_layers, unfuse_lora_layers
 from sftlab.model import add_lora
 from sftlab.pack import collate_packed
-from test_pack import random_rendered
+from helpers import random_rendered
 from tiny import make_model
 
 
@@ -104,7 +104,7 @@ def test_train_uses_the_speed_paths_by_default_and_they_leave_losses_and_fingerp
     import sftlab.speed.packed_attention as pa
     from sftlab.config import load_config
     from sftlab.train import train
-    from test_reliability_common import losses, run_config
+    from helpers import losses, run_config
     from tiny import make_tokenizer
 
     split, chunked = [], []

@@ -11,7 +11,7 @@ from sftlab.speed.fused_lora import fuse_lora_layers
 from sftlab.speed.fused_mlp import fuse_mlp_layers, unfuse_mlp_layers
 from sftlab.pack import collate_packed
 from test_fused_lora import _lora, _run
-from test_pack import random_rendered
+from helpers import random_rendered
 from tiny import make_model
 
 

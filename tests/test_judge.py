@@ -16,7 +16,7 @@ from sftlab.synth.judge import (
     parse_score,
     parse_verdict,
 )
-from test_synth_pipelines import scripted_app
+from helpers import scripted_app
 
 
 @pytest.mark.parametrize("text,expected", [

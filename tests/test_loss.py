@@ -1,25 +1,11 @@
 """Loss at trained positions only equals the full-logits reference computation."""
 
 import torch
-import torch.nn.functional as F
 
 from sftlab.loss import per_token_losses, summed_loss
 from sftlab.pack import collate_packed, collate_padded
-from test_pack import random_rendered
+from helpers import random_rendered, reference_loss
 from tiny import make_model
-
-
-def reference_loss(model, exs):
-    """Independent computation: each example alone, full logits, classic shift-by-one."""
-    total, n = 0.0, 0
-    for r in exs:
-        ids = torch.tensor([r.input_ids])
-        logits = model(input_ids=ids, use_cache=False).logits[0, :-1]
-        target = ids[0, 1:].clone()
-        target[torch.tensor(r.loss_mask[1:]) == 0] = -100
-        total += F.cross_entropy(logits, target, ignore_index=-100, reduction="sum")
-        n += int(sum(r.loss_mask[1:]))
-    return total, n
 
 
 def test_summed_loss_matches_reference_packed_and_padded():

@@ -1,4 +1,4 @@
-"""Portable saved models (issue 16): an adapter names its real base (the hub id for the embedded model,
+"""Portable saved models: an adapter names its real base (the hub id for the embedded model,
 never a cache path; a hub id or a local folder as the user gave it), loading it again maps the
 embedded model's hub id back to the embedded GGUF offline, and final/README.md is a model card
 saying what was trained on what."""
@@ -16,7 +16,7 @@ import sftlab.model as model_mod
 from sftlab.cli import main, version
 from sftlab.model import (DEFAULT_MODEL, EMBEDDED_HUB_IDS, adapter_base_model, add_lora, cache_dir, card_base_model, load_model,
                           merge_and_save, portable_model_name, save_model)
-from test_reliability_common import make_model_folder, run_config, write_config
+from helpers import make_model_folder, run_config, write_config
 from tiny import make_model, make_tokenizer
 
 HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"

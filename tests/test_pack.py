@@ -16,18 +16,8 @@ from sftlab.pack import (
     shifted_labels,
 )
 from sftlab.render import Rendered, Renderer
+from helpers import random_rendered
 from tiny import make_model
-
-
-def random_rendered(n, seed=0, vocab=400):
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        L = rng.randint(3, 40)
-        ids = [rng.randrange(3, vocab) for _ in range(L)]
-        mask = [0] * (L // 2) + [1] * (L - L // 2)
-        out.append(Rendered(ids, mask, [L], id=str(i)))
-    return out
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -135,7 +125,7 @@ def test_length_policies_count_and_keep_stop_tokens(tokenizer):
 
 
 def test_text_rows_split_into_windows(tokenizer):
-    conv = Conversation.from_messages([{"role": "assistant", "content": "The quick brown fox. " * 20}], meta={"format": "text"})
+    conv = Conversation.document("The quick brown fox. " * 20)
     r = Renderer(tokenizer).render(conv)
     kept, rep = apply_length_policy([r], 16, "split")
     assert sum(len(p) for p in kept) == len(r)

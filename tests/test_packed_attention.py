@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from sftlab.pack import collate_packed, collate_padded
 from sftlab.speed.packed_attention import NAME, example_spans, packed_attention
 from sftlab.train import accumulate_gradients, enable_gradient_checkpointing
-from test_pack import random_rendered
+from helpers import random_rendered
 from tiny import make_model
 
 

@@ -4,7 +4,7 @@ shape of report.json's generations.tasks.items; no model is run."""
 
 from __future__ import annotations
 
-from sftlab.commands.quickstart_cmd import format_picks, outcome_tally, pick_side_by_side
+from sftlab.evaluate.picks import format_picks, outcome_tally, pick_side_by_side
 
 
 def item(group: str, split: str, base: bool, tuned: bool, n: int = 0) -> dict:

@@ -1,10 +1,10 @@
-"""Issue 16, inputs: model folders and names, command-line overrides and data files that used to end
-in a traceback, a misleading message or a silent change.
+"""Inputs: model folders and names, command-line overrides and data files that must end in a clean
+error, never a traceback, a misleading message or a silent change.
 
 Every CLI case runs `sftlab train` in-process (sftlab.cli.main) and must print one clean
 `error: ...` block (exit code 2, no traceback) with what, where and how to fix it, in the user's
 words (YAML keys, command-line flags). Their messages are rows of docs/errors.md (regenerate with
-`python tests/test_reliability_errors.py`). Then: what loading counts and reports instead of changing
+`python tests/error_cases.py`). Then: what loading counts and reports instead of changing
 silently, the `rejects:` key the data errors recommend, and the length policy's split, which was
 quadratic in the example's length (exact output kept, linear work)."""
 
@@ -16,7 +16,6 @@ import json
 import random
 import sys
 from pathlib import Path
-from unittest import mock
 
 import pytest
 
@@ -27,95 +26,9 @@ from sftlab.data.config import DataSourceConfig  # noqa: E402
 from sftlab.errors import ConfigError, DataError, ModelLoadError  # noqa: E402
 from sftlab.pack import LengthReport, apply_length_policy  # noqa: E402
 from sftlab.render import Rendered  # noqa: E402
-from test_reliability_common import run_config, write_config  # noqa: E402
-from test_reliability_errors import DOC, Case, _cfg, _message, _train, run_case  # noqa: E402
-from tiny import make_model, make_tokenizer  # noqa: E402
-
-QA = [{"role": "user", "content": "Reverse the word apple."}, {"role": "assistant", "content": "elppa"}]
-
-
-# ---- CLI cases ---------------------------------------------------------------------------------
-
-
-def _model_folder(tmp, name, *, weights=True, tokenizer=True, files=()):
-    folder = tmp / name
-    folder.mkdir(parents=True, exist_ok=True)
-    if weights:
-        make_model().save_pretrained(folder)
-    if tokenizer:
-        make_tokenizer().save_pretrained(folder)
-    for f in files:
-        (folder / f).write_text("not a model file")
-    return folder
-
-
-def _with_model(tmp, folder):
-    return _train(tmp, _cfg(tmp, model__name=str(folder)))
-
-
-def _offline(tmp):
-    """An unknown hub id with HF_HUB_OFFLINE=1 and a hub cache holding one other model."""
-    cache = tmp / "hub-cache"
-    snapshot = cache / "models--HuggingFaceTB--SmolLM2-360M" / "snapshots" / ("a" * 40)
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text("{}")
-    (cache / "models--HuggingFaceTB--SmolLM2-360M" / "refs").mkdir()
-    (cache / "models--HuggingFaceTB--SmolLM2-360M" / "refs" / "main").write_text("a" * 40)
-    argv, _ = _train(tmp, _cfg(tmp, model__name="no-such-org/no-such-model"))
-    env = mock.patch.dict("os.environ", {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)})
-    return argv, env
-
-
-def _override(*overrides):
-    def setup(tmp):
-        argv, ctx = _train(tmp, _cfg(tmp))
-        return argv + list(overrides), ctx
-    return setup
-
-
-def _data(tmp, rows, cfg_edits=None, name="bad.jsonl"):
-    path = tmp / "data" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(rows if isinstance(rows, str) else "".join(json.dumps(r) + "\n" for r in rows))
-    source = {"path": str(path), **(cfg_edits or {})}
-    return _train(tmp, _cfg(tmp, data__train=[source]))
-
-
-CLI_CASES = [
-    Case("`model.name`: an empty folder", lambda t: _with_model(t, _model_folder(t, "empty-model", weights=False, tokenizer=False)),
-         ["empty-model is not a model folder", "no config.json", "no weights (*.safetensors)", "no tokenizer files",
-          "the folder is empty", "smollm2-135m-instruct"]),
-    Case("`model.name`: a folder that holds no model", lambda t: _with_model(t, _model_folder(t, "notes", weights=False, tokenizer=False, files=["README.txt"])),
-         ["notes is not a model folder", "it holds: README.txt", "a .gguf file, a hub id"]),
-    Case("`model.name`: a model folder without a tokenizer", lambda t: _with_model(t, _model_folder(t, "weights-only", tokenizer=False)),
-         ["model folder $TMP/weights-only has no tokenizer files", "it holds: config.json, generation_config.json, model.safetensors",
-          "save_pretrained"]),
-    Case("`model.name`: an unknown hub id, offline", _offline,
-         ["'no-such-org/no-such-model' not found locally", "HF_HUB_OFFLINE=1", "smollm2-135m-instruct (embedded)",
-          "cached hub models in $TMP/hub-cache: HuggingFaceTB/SmolLM2-360M", "local model folder"]),
-    Case("override without '='", _override("train.lr"), ["override 'train.lr': has no '='", "section.key=value"]),
-    Case("override without a key", _override("=1"), ["override '=1': has no key before '='"]),
-    Case("override with an empty key part", _override("train..lr=1"), ["'train..lr' has an empty part", "single dots"]),
-    Case("override of a key inside a value", _override("train.lr.x=1"), ["'train.lr' is a value, not a section", "train.lr=VALUE"]),
-    Case("override that sets a section to a value", _override("model=3"), ["'model' is a section (keys: name, template", "model.name=VALUE"]),
-    Case("override with an unknown key", _override("train.learning_rate=1e-4"), ["'train.learning_rate' is not a config key",
-                                                                                  "did you mean train.lr?", "docs/config.md"]),
-    Case("override with a value that is not YAML", _override("train.lr=[1"), ["the value '[1' is not valid YAML", "quote it"]),
-    Case("conversation that starts with an assistant message",
-         lambda t: _data(t, [{"messages": QA}, {"messages": [{"role": "assistant", "content": "Hi! How can I help?"}, *QA]}]),
-         ["bad.jsonl:2 [messages[0]]", "starts with an assistant message", "expected a user (or system) message first",
-          "`data.on_error: skip` in the run config", "`rejects: FILE` on the data source"]),
-    Case("row with two conversations (`messages` and `conversations`)",
-         lambda t: _data(t, [{"messages": QA, "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]),
-         ["bad.jsonl:1 [conversations]", "row has two conversations", "`format: sharegpt`"]),
-    Case("`columns:` naming a column the file does not have",
-         lambda t: _data(t, "question,answer\nReverse apple.,elppa\n", {"columns": {"instruction": "question", "output": "anwser"}}, "qa.csv"),
-         ["qa.csv [columns]", "output -> 'anwser'", "its columns: answer, question", "`columns: {OUR_FIELD: YOUR_COLUMN}`"]),
-    Case("config with a speed key at its old place (before train.speed)", lambda t: _train(t, _cfg(t, train__packed_attention=False)),
-         ["1 problem(s) in the config", "train.packed_attention: got False", "this key moved: write it as train.speed.packed_attention"]),
-    Case("override of a speed key by its old name (before train.speed)", _override("train.fused_lora=false"),
-         ["'train.fused_lora' moved to 'train.speed.fused_lora'", "write train.speed.fused_lora=false"]),
-]
+from error_cases import CLI_CASES, DOC, QA, Case, edited_config, error_block, model_folder, run_case  # noqa: E402
+from helpers import run_config, write_config  # noqa: E402
+from tiny import make_tokenizer  # noqa: E402
 
 
 def _run(case: Case, tmp: Path) -> tuple[int, str]:
@@ -130,14 +43,14 @@ def test_bad_input_is_a_clean_error(case, tmp_path):
     rc, err = _run(case, tmp_path)
     assert rc == 2, err[-2000:]
     assert "Traceback" not in err
-    msg = _message(err)
+    msg = error_block(err)
     for part in case.expect:
         assert part in msg, f"{part!r} not in:\n{msg}"
     # Python keyword arguments are not the user's words; --on-error & co. exist on no command
     for not_theirs in ("on_error=", "rejects_path", "columns=", "format=", "require_response", "max_line_bytes",
                        "README 'Config", "--on-error", "--rejects", "--columns", "--split"):
         assert not_theirs not in msg, f"{not_theirs!r} (not an option the user has) in:\n{msg}"
-    assert msg in DOC.read_text(), "docs/errors.md is stale: run python tests/test_reliability_errors.py"
+    assert msg in DOC.read_text(), "docs/errors.md is stale: run python tests/error_cases.py"
 
 
 def test_the_offline_message_says_none_when_nothing_is_cached(tmp_path, monkeypatch):
@@ -155,8 +68,9 @@ def test_a_tokenizer_only_folder_still_serves_data_inspect(tmp_path):
     load names what is missing."""
     from sftlab.model import load_model, load_tokenizer
 
-    folder = _model_folder(tmp_path, "tok", weights=False)
-    assert load_tokenizer(str(folder)).pad_token is not None
+    folder = model_folder(tmp_path, "tok", weights=False)
+    text = "Reverse the word apple."
+    assert load_tokenizer(str(folder))(text)["input_ids"] == make_tokenizer()(text)["input_ids"]
     with pytest.raises(ModelLoadError, match=r"has no config.json .* and no weights"):
         load_model(str(folder))
 
@@ -228,7 +142,7 @@ def test_a_folder_skips_text_files_beside_data_and_says_what_it_took(tmp_path):
 def test_sftlab_train_prints_what_loading_skipped(tmp_path):
     folder = _folder(tmp_path)
     (folder / "b.csv").write_text("instruction,output\nReverse lazy.,yzal\n,\n")
-    cfg = write_config(tmp_path, _cfg(tmp_path, data__train=[{"path": str(folder)}]))
+    cfg = write_config(tmp_path, edited_config(tmp_path, data__train=[{"path": str(folder)}]))
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         assert main(["train", str(cfg)]) == 0, err.getvalue()[-2000:]
@@ -264,7 +178,7 @@ def test_two_conversations_are_fine_when_the_format_is_chosen(tmp_path):
 
 
 def test_assistant_first_is_allowed_after_a_system_prompt_and_for_saved_text_rows(tmp_path):
-    from sftlab.conversation import Conversation, Message
+    from sftlab.conversation import Conversation
     from sftlab.data.save import save_conversations
 
     path = tmp_path / "ok.jsonl"
@@ -276,9 +190,9 @@ def test_assistant_first_is_allowed_after_a_system_prompt_and_for_saved_text_row
     path.write_text(json.dumps(rows[1]) + "\n")
     assert len(load_conversations(path).conversations) == 1
     saved = tmp_path / "saved.jsonl"
-    save_conversations([Conversation((Message("assistant", "A plain document."),), meta={"format": "text"})], saved)
+    save_conversations([Conversation.document("A plain document.")], saved)
     (conv,) = load_conversations(saved).conversations
-    assert conv.meta["format"] == "text"
+    assert conv.kind == "text" and conv.meta["format"] == "text"
 
 
 # ---- the rejects file the data errors recommend -------------------------------------------------
@@ -302,7 +216,7 @@ def test_rejects_key_works_in_sftlab_train(tmp_path):
     path.parent.mkdir()
     path.write_text("".join(json.dumps({"messages": QA}) + "\n" for _ in range(4))
                     + json.dumps({"messages": [{"role": "assistant", "content": "Hi"}, *QA]}) + "\n")
-    cfg = _cfg(tmp_path, data__train=[{"path": str(path), "rejects": str(tmp_path / "rejects.jsonl")}], data__on_error="skip")
+    cfg = edited_config(tmp_path, data__train=[{"path": str(path), "rejects": str(tmp_path / "rejects.jsonl")}], data__on_error="skip")
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         assert main(["train", str(write_config(tmp_path, cfg))]) == 0, err.getvalue()[-2000:]

@@ -18,7 +18,7 @@ import torch
 
 from sftlab.config import load_config
 from sftlab.train import train
-from test_reliability_common import final_weights, losses, run_config, train_process, write_config
+from helpers import final_weights, losses, run_config, train_process, write_config
 
 
 def _newest_step(run: Path) -> int:

@@ -1,4 +1,4 @@
-"""Run and checkpoint safety (issue 16): --overwrite deletes only sftlab's outputs, an output_dir
+"""Run and checkpoint safety: --overwrite deletes only sftlab's outputs, an output_dir
 that is a file, damaged checkpoints (sizes + sha256 in the marker, fallback to the newest intact
 one), a finished run resumed again, strict JSON, resume messages (fresh start, changed config
 keys), overrides before or after the flags, and a loud warning when the length policy loses
@@ -18,7 +18,7 @@ from sftlab.cli import build_parser, main
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
 from sftlab.train import train
-from test_reliability_common import final_weights, losses, run_config, write_config, write_data
+from helpers import final_weights, losses, run_config, write_config, write_data
 
 
 def _tree_bytes(folder: Path) -> dict[str, bytes]:
@@ -282,7 +282,7 @@ LONG = [{"messages": [{"role": "user", "content": "Say a long thing."},
 
 
 def test_length_policy_losing_trained_tokens_warns_and_is_recorded(tmp_path, capsys):
-    from test_reliability_common import ROWS
+    from helpers import ROWS
 
     write_data(tmp_path / "data" / "train.jsonl", ROWS + LONG)
     cfg = run_config(tmp_path, max_steps=1)

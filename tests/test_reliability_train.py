@@ -17,7 +17,7 @@ import torch
 from sftlab.config import load_config
 from sftlab.errors import SftlabError
 from sftlab.train import train
-from test_reliability_common import ROWS, final_weights, losses, run_config, train_process, write_config, write_data
+from helpers import ROWS, final_weights, losses, run_config, train_process, write_config, write_data
 
 
 def _ckpt_steps(run: Path) -> list[int]:

@@ -99,7 +99,7 @@ def test_preflight_reports_double_bos_and_untrained():
 
 
 def test_text_rows_train_every_token(tokenizer):
-    conv = Conversation.from_messages([{"role": "assistant", "content": "The quick brown fox."}], meta={"format": "text"})
+    conv = Conversation.document("The quick brown fox.")
     r = Renderer(tokenizer).render(conv)
     assert r.input_ids[-1] == tokenizer.eos_token_id
     assert r.loss_mask == [0] + [1] * (len(r) - 1)

@@ -34,7 +34,7 @@ def ref_render(tok, conv: Conversation, train_on: str, stop_text: str):
             raise TemplateError(f"{conv.source or conv.id}: message {i + 1} ({m.role}) contains {found!r}, a special token of "
                                 "the tokenizer; it would be read as a real control token (a fake turn boundary that breaks "
                                 "the loss mask). Remove it from the data or replace it with plain text.")
-    if conv.meta.get("format") == "text":
+    if conv.kind == "text":
         ids = tok("".join(m.content for m in conv.messages), add_special_tokens=False)["input_ids"]
         if tok.eos_token_id is not None:
             ids = ids + [tok.eos_token_id]
@@ -109,8 +109,8 @@ CONVS = [
     C(("user", "empty answer next"), ("assistant", "")),
     C(("user", "contains <|eot_id|> look-alike <|im_end"), ("assistant", "im_end|> and <| im_start |>")),
     C(("user", "hi"), ("assistant", "ok<|im_end|>\n<|im_start|>user\nfake"), source="bad.jsonl:9"),  # refused: special token
-    Conversation.from_messages([{"role": "assistant", "content": "A plain document. Every token trained."}], meta={"format": "text"}, source="doc.txt:1"),
-    Conversation.from_messages([{"role": "assistant", "content": ""}], meta={"format": "text"}, source="empty.txt:1"),
+    Conversation.document("A plain document. Every token trained.", source="doc.txt:1"),
+    Conversation.document("", source="empty.txt:1"),
 ]
 
 
@@ -209,8 +209,10 @@ def conversation_lists(draw):
     for k in range(draw(st.integers(1, 6))):
         roles = ([["system"]] if draw(st.booleans()) else []) + [draw(st.sampled_from([["user", "assistant"], ["user"], ["assistant"], ["tool"], ["user", "assistant", "assistant"]])) for _ in range(draw(st.integers(1, 3)))]
         msgs = [{"role": r, "content": draw(content)} for rs in roles for r in rs]
-        meta = {"format": "text"} if draw(st.integers(0, 9)) == 0 else {}
-        out.append(Conversation.from_messages(msgs, source=f"p.jsonl:{k + 1}", meta=meta))
+        if draw(st.integers(0, 9)) == 0:
+            out.append(Conversation.document(draw(content), source=f"p.jsonl:{k + 1}"))
+        else:
+            out.append(Conversation.from_messages(msgs, source=f"p.jsonl:{k + 1}"))
     return out
 
 

@@ -8,6 +8,7 @@ import httpx
 import openai
 import pytest
 
+from sftlab.render import Renderer
 from sftlab.serve import StopMatcher, build_app, host_warnings, server_in_thread
 from tiny import make_model, make_tokenizer
 
@@ -43,7 +44,7 @@ def test_non_streaming_and_models(client, model_dir):
     assert len(r.choices) == 1 and r.choices[0].message.role == "assistant"
     assert isinstance(r.choices[0].message.content, str)
     assert r.choices[0].finish_reason in ("stop", "length")
-    assert r.usage.prompt_tokens > 0
+    assert r.usage.prompt_tokens == len(Renderer(make_tokenizer()).render_prompt(MSGS))  # the templated prompt, counted
     again = client.chat.completions.create(model="x", messages=MSGS, max_tokens=8, temperature=0)
     assert again.choices[0].message.content == r.choices[0].message.content  # greedy is deterministic
     models = client.models.list()

@@ -7,7 +7,7 @@ import pytest
 
 from sftlab.serve import build_app, server_in_thread
 from sftlab.synth.backends import LocalBackend, OpenAIBackend, backend_from_spec, retry_after_seconds
-from test_synth_pipelines import scripted_app
+from helpers import scripted_app
 from tiny import make_model, make_tokenizer
 
 

@@ -4,109 +4,19 @@ checked exactly). Includes a SIGKILL-and-resume run in a subprocess."""
 
 import json
 import os
-import random
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from fastapi import FastAPI, Request
 
 from sftlab.serve import server_in_thread
 from sftlab.synth.config import BUILTIN_SEEDS, load_synth_config
 from sftlab.synth.run import run_synth
-
-VOCAB = [f"{a}{b}" for a in ("bel", "cor", "dun", "fal", "gim", "hor", "jin", "kel", "lum", "mor") for b in range(100)]
-
-
-def scripted_reply(model: str, prompt: str, counter: int) -> str:
-    """The scripted teacher/judge: answers depend only on the prompt (and a counter for variety)."""
-    if "come up with a set of" in prompt:  # Self-Instruct
-        m = re.search(r"numbered from Task (\d+) to Task (\d+)", prompt)
-        lo, hi = int(m.group(1)), int(m.group(2))
-        rng = random.Random(f"{prompt}:{counter}")
-        lines = [f"Task {i}: Describe {' '.join(rng.sample(VOCAB, 8))} briefly." for i in range(lo, hi + 1)]
-        # one of each rejection kind per reply
-        lines += ["Task 90: Hi.", "Task 91: Draw a picture of a cat sitting on a warm mat.",
-                  "Task 92: Explain in two sentences why the sky looks blue during the day.",
-                  "Task 93: Sure, here are some more tasks for you to do today."]
-        return "\n".join(lines)
-    if "Prompt Rewriter" in prompt or "Prompt Creator" in prompt:  # Evol-Instruct
-        parent = re.search(r"Given Prompt#:\n(.*)\n#(Rewritten|Created) Prompt#:", prompt, re.S).group(1)
-        if "haiku" in parent:
-            return "#Rewritten Prompt#: " + parent + " Use a kigo."
-        if "riddle" in parent:
-            return parent  # no change
-        return parent + " Answer in exactly three numbered steps and justify each one."
-    if prompt.startswith("Here are two Instructions"):
-        return "Equal" if "French" in prompt else "Not Equal"
-    if "rate according to the accuracy" in prompt:  # AlpaGasus judge
-        if "excellent" in prompt:
-            return "Score: 5\nThe response is accurate and complete."
-        if "poor" in prompt:
-            return "I would give this 2/5 because it misses the point."
-        return "Hard to say."
-    if "[The Start of Assistant A's Answer]" in prompt:  # MT-Bench pairwise
-        if model == "biased":
-            return "Both are fine. [[A]]"
-        a = prompt.split("[The Start of Assistant A's Answer]")[1].split("[The End of Assistant A's Answer]")[0]
-        b = prompt.split("[The Start of Assistant B's Answer]")[1].split("[The End of Assistant B's Answer]")[0]
-        verdict = "C" if ("GOOD" in a) == ("GOOD" in b) else ("A" if "GOOD" in a else "B")
-        return f"Comparing both answers. [[{verdict}]]"
-    if "[The Start of Assistant's Answer]" in prompt:  # MT-Bench single
-        ans = prompt.split("[The Start of Assistant's Answer]")[1]
-        return "Helpful. Rating: [[8]]" if "GOOD" in ans else "Weak answer.\nRating: [[3]]"
-    if "180 km" in prompt:
-        return "Sorry, I cannot help with that."
-    return f"Here is a careful answer to the request: {prompt[:60]}"
-
-
-def scripted_app(delay_s: float = 0.0) -> FastAPI:
-    app = FastAPI()
-    app.state.counter = 0
-    app.state.inflight = 0
-    app.state.max_inflight = 0
-    app.state.attempts = {}
-    lock = threading.Lock()
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        import asyncio
-
-        from fastapi.responses import JSONResponse
-
-        body = await request.json()
-        prompt = body["messages"][-1]["content"]
-        model = body.get("model", "")
-        with lock:
-            app.state.counter += 1
-            counter = app.state.counter
-            n_try = app.state.attempts[prompt] = app.state.attempts.get(prompt, 0) + 1
-        if model == "down":
-            return JSONResponse({"error": {"message": "boom"}}, status_code=500)
-        if model == "flaky" and n_try == 1:
-            return JSONResponse({"error": {"message": "slow down"}}, status_code=429, headers={"Retry-After": "0.3"})
-        if model == "flaky" and n_try == 2:
-            return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
-        if model == "bad-request":
-            return JSONResponse({"error": {"message": "nope"}}, status_code=400)
-        app.state.inflight += 1
-        app.state.max_inflight = max(app.state.max_inflight, app.state.inflight)
-        try:
-            await asyncio.sleep(delay_s or (0.05 if model == "slow" else 0))
-        finally:
-            app.state.inflight -= 1
-        text = scripted_reply(model, prompt, counter)
-        return {"id": "x", "object": "chat.completion", "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
-
-    return app
-
+from helpers import scripted_app
 
 @pytest.fixture(scope="module")
 def teacher_url():

@@ -1,14 +1,12 @@
 """Loss normalisation and the training loop on a tiny model."""
 
-import json
-
 import pytest
 import torch
 from accelerate import Accelerator
 
 from sftlab.pack import collate_packed, collate_padded
 from sftlab.train import accumulate_gradients
-from test_pack import random_rendered
+from helpers import random_rendered
 from tiny import make_model
 
 

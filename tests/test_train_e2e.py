@@ -52,7 +52,8 @@ def test_training_lowers_loss_and_saves_loadable_model(tiny_dir, lora):
     assert [r["step"] for r in lines] == list(range(1, 13))
     # LoRA r=4 on a 64-wide random model moves slowly (B starts at 0): a smaller but real drop
     assert lines[-1]["loss"] < lines[0]["loss"] * (0.98 if lora else 0.8)
-    assert res.eval_loss is not None and res.steps == 12
+    assert res.steps == 12
+    assert res.eval_loss < lines[0]["loss"]  # the held-out examples are learned too (a number: not None, not NaN)
     final = tmp_path / "run" / "final"
     if lora:
         from peft import PeftModel
@@ -62,7 +63,9 @@ def test_training_lowers_loss_and_saves_loadable_model(tiny_dir, lora):
     else:
         assert (final / "model.safetensors").exists()
         model = AutoModelForCausalLM.from_pretrained(final)
-    assert model is not None
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():  # the saved model is the trained one, not the base it started from
+        assert not torch.allclose(model(ids).logits, AutoModelForCausalLM.from_pretrained(folder)(ids).logits)
     assert "im_start" in (final / "tokenizer_config.json").read_text() + (final / "chat_template.jinja").read_text()
 
 

@@ -25,9 +25,7 @@ from sftlab.speed.chunked_loss import summed_loss as chunked_summed_loss
 from sftlab.model import add_lora
 from sftlab.pack import collate_packed, collate_padded
 from sftlab.train import accumulate_gradients, enable_gradient_checkpointing, train
-from test_loss import reference_loss
-from test_pack import random_rendered
-from test_reliability_common import losses, run_config
+from helpers import losses, random_rendered, reference_loss, run_config
 from tiny import hook_training_forwards, make_model, make_tokenizer
 
 

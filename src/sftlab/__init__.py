@@ -5,3 +5,14 @@ torch loads (sftlab.speed.configure_openmp; API users call it themselves, before
 """
 
 __version__ = "0.1.0"
+
+
+def version() -> str:
+    """The installed distribution's version (importlib.metadata); the package's own when not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("sftlab")
+    except PackageNotFoundError:
+        return __version__

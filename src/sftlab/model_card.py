@@ -20,7 +20,7 @@ from sftlab.prepare import Prepared
 
 
 def sftlab_version() -> str:
-    from sftlab.cli import version
+    from sftlab import version
 
     return version()
 
@@ -79,11 +79,11 @@ def model_card(cfg: RunConfig, data: Prepared, *, base_model: str | None, steps:
     ]
     lines += ["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in rows] + [""]
 
-    lines += ["## Data", "", "| source (as configured) | role | weight | what loading did |", "|---|---|---|---|"]
+    lines += ["## Data", "", "| source (as configured) | role | repeat | what loading did |", "|---|---|---|---|"]
     for role, sources, prefix in (("train", cfg.data.train, ""), ("eval", cfg.data.eval, "eval ")):
         for src in sources:
             note = next((n[len(prefix) + len(src.path) + 2:] for n in data.notes if n.startswith(f"{prefix}{src.path}: ")), "")
-            lines.append(f"| `{_cell(src.path)}` | {role} | {src.weight:g} | {_cell(' '.join(note.split()))} |")
+            lines.append(f"| `{_cell(src.path)}` | {role} | {src.repeat:g} | {_cell(' '.join(note.split()))} |")
     tr = data.train
     total = sum(len(r) for r in tr.examples)
     trained = sum(r.n_trained for r in tr.examples)

@@ -119,7 +119,7 @@ def apply_length_policy(examples: list[Rendered], max_len: int, policy: LengthPo
             continue
         # split: at assistant-turn ends (whole turns per piece) for chat, fixed windows for text.
         # Linear in the example's length: turn ends found by bisection, "anything trained after
-        # `end`" from the last trained index (a 10 MB message was quadratic: minutes).
+        # `end`" from the last trained index (a quadratic scan takes minutes on a 10 MB message).
         start, pieces = 0, 0
         ascending = _ascending(r.turn_ends)
         last_trained = _last_trained(r.loss_mask)
@@ -246,8 +246,8 @@ class PackedDataset:
     hold examples of alike lengths (and so alike kinds): measured worse per epoch than random
     batches (benchmarks/bench_quality.py, docs/quality.md). The rows' order is reshuffled each epoch.
     Padded (`padded=True`): each epoch the examples are reshuffled and cut into batches of
-    `batch_size`, as a shuffling DataLoader does (the same groups every epoch, as consecutive rows
-    of the file, were correlated batches).
+    `batch_size`, as a shuffling DataLoader does (the same groups every epoch, consecutive rows of
+    the file, would be correlated batches).
     `bins` (the rows in file order, epoch-independent) serve evaluation, which needs no order.
     """
 

@@ -21,38 +21,24 @@ from sftlab.pack import LengthReport, PackedDataset, apply_length_policy
 from sftlab.render import Rendered, Renderer, preflight
 from sftlab.token_cache import TokenCache, cache_root
 
-BUILTIN_PREFIX = "builtin:"
-
-
 def load_source(src: DataSourceConfig, on_error: str) -> tuple[list[Conversation], str]:
     """One configured source -> conversations, plus a one-line summary of what loading did."""
-    if src.path.startswith(BUILTIN_PREFIX):
-        from sftlab.builtin.tasks import train_eval_split
-
-        name = src.path[len(BUILTIN_PREFIX) :]
-        if name not in ("tasks", "tasks-train", "tasks-eval"):
-            raise DataError(Problem(src.path, "path", "unknown built-in data set", "use builtin:tasks-train or builtin:tasks-eval"))
-        train, evaluation = train_eval_split(seed=0)
-        convs = evaluation if name == "tasks-eval" else train
-        convs = convs[: src.limit] if src.limit else convs
-        return convs, f"{src.path}: {len(convs)} conversations (built-in suite)"
     res = src.load(on_error=on_error)  # format, columns, split, streaming, limit, rejects: as the source says
     return res.conversations, f"{src.path}: " + res.stats.summary().replace("\n", "; ")
 
 
 def load_sources(sources: list[DataSourceConfig], on_error: str, seed: int) -> tuple[list[Conversation], list[str]]:
-    """All sources, mixed by weight: weight w keeps round(w * n) rows of a source of n rows
-    (w > 1 repeats rows; w < 1 subsamples) — the simple, explicit mixing rule."""
+    """All sources, each repeated: repeat r keeps round(r * n) rows of a source of n rows
+    (r > 1 repeats rows; r < 1 subsamples)."""
     out: list[Conversation] = []
     notes: list[str] = []
     rng = random.Random(seed)
     for src in sources:
         convs, note = load_source(src, on_error)
-        if src.weight != 1.0:
-            want = round(src.weight * len(convs))
-            whole, part = divmod(want, max(1, len(convs)))
+        if src.repeat != 1.0:
+            whole, part = divmod(round(src.repeat * len(convs)), max(1, len(convs)))
             convs = convs * whole + rng.sample(convs, part)
-            note += f" -> weight {src.weight}: {len(convs)} rows"
+            note += f" -> repeat {src.repeat}: {len(convs)} rows"
         out += convs
         notes.append(note)
     return out, notes
@@ -160,8 +146,8 @@ def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id
                                             store=store_cache)
     statuses = [f"train {train_status}"]
     rendered, length_report = apply_length_policy(rendered, data.max_len, data.length_policy)
-    # rows hold up to tokens_per_batch tokens; an example longer than that (up to max_len) gets a row
-    # of its own, counted in the summary (the budget used to grow silently to max_len: fewer, bigger steps)
+    # rows hold up to tokens_per_batch tokens, so a step is the size the config says; an example
+    # longer than that (up to max_len) gets a row of its own, counted in the summary
     budget = train_cfg.tokens_per_batch
     train = PackedDataset(rendered, budget, padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id,
                           seed=train_cfg.seed, order=data.pack_order)

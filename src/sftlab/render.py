@@ -59,7 +59,7 @@ class Rendered:
     turn_ends: list[int] = field(default_factory=list)
     id: str = ""
     source: str = ""
-    kind: str = "chat"  # "text" rows: plain documents, every token trained, no turns
+    kind: str = "chat"  # the Conversation's kind; "text": a plain document, every token trained, no turns
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -270,8 +270,8 @@ class Renderer:
     def _pieces(self, conv: Conversation) -> tuple[list[tuple[str, int]], str]:
         """The text to tokenize as consecutive pieces, each with its mask value (1 = trained)."""
         self.check_no_special_tokens(conv)
-        if conv.meta.get("format") == "text":
-            return [("".join(m.content for m in conv.messages), 1)], "text"
+        if conv.kind == "text":
+            return [(conv.messages[0].content, 1)], "text"
         messages = conv.to_dicts()
         if messages and messages[0]["role"] == "assistant":  # the loader refuses these; built in Python, they get here
             raise TemplateError(
@@ -441,7 +441,7 @@ def preflight(renderer: Renderer, conversations: list[Conversation], limit: int 
         where = conv.source or conv.id
         if r.n_trained == 0:
             report.no_trained_tokens.append(where)
-        if conv.meta.get("format") != "text" and renderer.train_on != "everything":
+        if conv.kind != "text" and renderer.train_on != "everything":
             stops = [t for t in r.turn_ends if t > 0 and (r.input_ids[t - 1] != renderer.stop_token_id or not r.loss_mask[t - 1])]
             if stops:
                 report.untrained_stop.append(where)

@@ -28,20 +28,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sftlab.conversation import Conversation
+from sftlab.atomic import atomic_dir
+from sftlab.conversation import KINDS, Conversation
 from sftlab.render import RENDER_VERSION, Rendered, Renderer
 
 FORMAT = "sftlab-tokenized-v1"
 _ARRAYS = ("input_ids", "loss_mask", "row_offsets", "turn_ends", "turn_offsets", "kinds")
-_KINDS = ("chat", "text")
+_KINDS = KINDS  # a row's kind is stored as its index here: append new kinds, never reorder
 
 
 def cache_root() -> Path:
@@ -84,7 +83,7 @@ def cache_key(renderer: Renderer, convs: list[Conversation], tokenizer_fp: str) 
     h.update(len(convs).to_bytes(8, "little"))
     for c in convs:
         # length-prefixed fields: no two different conversation lists give the same byte stream
-        h.update(b"T" if c.meta.get("format") == "text" else b"C")
+        h.update(b"T" if c.kind == "text" else b"C")
         h.update(len(c.messages).to_bytes(4, "little"))
         for m in c.messages:
             for s in (m.role, m.content):
@@ -179,27 +178,17 @@ class TokenCache:
             "turn_offsets": np.cumsum([0] + [len(r.turn_ends) for r in rows], dtype=np.int64),
             "kinds": np.asarray([_KINDS.index(r.kind) for r in rows], dtype=np.uint8),
         }
-        tmp = None
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".tmp-{key[:12]}-"))
-            sums = {}
-            for name, arr in arrays.items():
-                buf = io.BytesIO()
-                np.save(buf, arr, allow_pickle=False)
-                raw = buf.getvalue()
-                sums[name] = hashlib.sha256(raw).hexdigest()
-                (tmp / f"{name}.npy").write_bytes(raw)
-            meta = {"format": FORMAT, "key": key, "rows": len(rows), "tokens": len(ids), "sha256": sums}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            try:
-                os.rename(tmp, folder)  # atomic; fails when another process stored the same key first
-            except OSError:
-                if not folder.exists():
-                    raise
+            with atomic_dir(folder, replace=False) as tmp:  # another process may store the same key first
+                sums = {}
+                for name, arr in arrays.items():
+                    buf = io.BytesIO()
+                    np.save(buf, arr, allow_pickle=False)
+                    raw = buf.getvalue()
+                    sums[name] = hashlib.sha256(raw).hexdigest()
+                    (tmp / f"{name}.npy").write_bytes(raw)
+                meta = {"format": FORMAT, "key": key, "rows": len(rows), "tokens": len(ids), "sha256": sums}
+                (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             return "stored"
         except OSError as e:
             return f"not stored ({e})"
-        finally:
-            if tmp is not None and tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from random import Random
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from sftlab.configbase import Strict
 from sftlab.conversation import Conversation, Message
 
 NOISE_KINDS = ("exact_duplicate", "near_duplicate", "wrong_answer", "truncated", "off_task", "refusal", "trivial",
@@ -44,9 +45,7 @@ REFUSALS = (
 TRIVIAL = ("OK.", "Sure!", "I don't know.", "Done.", "Yes.")
 
 
-class NoisyPoolConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NoisyPoolConfig(Strict):
     size: int = Field(1200, ge=10, description="rows in the pool (clean + noisy)")
     noise: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_NOISE),
                                     description=f"fraction of the pool per noise kind ({', '.join(NOISE_KINDS)})")

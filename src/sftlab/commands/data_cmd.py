@@ -25,20 +25,15 @@ def register(sub) -> None:
 def inspect(args) -> int:
     from sftlab.data.config import DataSourceConfig
     from sftlab.model import DEFAULT_MODEL, load_tokenizer
-    from sftlab.prepare import BUILTIN_PREFIX, load_source
     from sftlab.render import Renderer, format_mask, preflight
     from sftlab.templates import apply_template
 
     src = DataSourceConfig(path=args.path, format=args.format)
-    if src.path.startswith(BUILTIN_PREFIX):
-        convs, note = load_source(src, on_error="skip")
-        print(note)
-    else:
-        # The full multi-line load summary: skipped rows by reason, dropped empty system messages,
-        # message keys that were ignored (with the first rows that had them).
-        loaded = src.load(on_error="skip")
-        convs = loaded.conversations
-        print(f"{src.path}: " + loaded.stats.summary())
+    # The full multi-line load summary: skipped rows by reason, dropped empty system messages,
+    # message keys that were ignored (with the first rows that had them).
+    loaded = src.load(on_error="skip")
+    convs = loaded.conversations
+    print(f"{src.path}: " + loaded.stats.summary())
     if not convs:
         print("no examples loaded")
         return 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from importlib import resources
 from pathlib import Path
 
 
@@ -24,15 +23,13 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def quickstart_config_path() -> Path:
-    return Path(str(resources.files("sftlab.configs").joinpath("quickstart.yaml")))
-
-
 def run(args) -> int:
     from sftlab.builtin.tasks import load_general_text, train_eval_split
     from sftlab.checkpoint import list_checkpoints
     from sftlab.config import load_config
+    from sftlab.configs import quickstart_config_path
     from sftlab.evaluate import evaluate_models, write_report_html
+    from sftlab.evaluate.picks import format_picks, outcome_tally, pick_side_by_side
     from sftlab.model import load_model, load_tokenizer
     from sftlab.train import train
 
@@ -81,106 +78,9 @@ def run(args) -> int:
     base_name, tuned_name = report.models[0], report.models[1]
     print("\nside by side (held-out prompts, picked to show what improved and what did not):")
     print(outcome_tally(items, base_name, tuned_name))
-    print(format_picks(items, pick_side_by_side(items, base_name, tuned_name), base_name, tuned_name))
+    print(format_picks(items, pick_side_by_side(items, base_name, tuned_name)))
     total = time.time() - t0
     print(f"\nwall time: {total / 60:.1f} min (training {t_train / 60:.1f} min)")
     print(f"report: {report_html.resolve()}")
     print(f"chat with the tuned model: sftlab chat {out / 'final'}")
     return 0
-
-
-# ---- which generations to show --------------------------------------------------------------
-# The old view (the first prompt of the first 4 families) showed 4 prompts both models got wrong
-# in a real quickstart run (192 prompts: 129 both wrong, 61 tuned right and base wrong, 2 base
-# right and tuned wrong), so it showed nothing of what training changed. Now the examples are
-# picked by outcome, deterministically (file order, one family at a time), each saying why.
-
-SPLIT_NAMES = {"held-out": "never-seen family", "seen": "seen family"}
-
-
-def _outcome(item: dict, base: str, tuned: str) -> str:
-    b, t = bool(item["passed"].get(base)), bool(item["passed"].get(tuned))
-    return {(False, True): "improved", (True, False): "worse", (False, False): "both_wrong", (True, True): "both_right"}[(b, t)]
-
-
-OUTCOME_TEXT = {
-    "improved": "tuned right, base wrong",
-    "worse": "tuned WRONG, base right (got worse)",
-    "both_wrong": "both wrong (not learned)",
-    "both_right": "both right",
-}
-
-
-def pick_side_by_side(items: list[dict], base: str = "base", tuned: str = "tuned",
-                      n_improved: int = 2) -> list[tuple[int, str]]:
-    """Indices of task generations to show, each with why it was picked, in this order:
-
-    - up to `n_improved` where tuned is right and base wrong (never-seen families first: that is
-      the generalisation claim; then seen families),
-    - 1 where both are wrong (never-seen families first),
-    - 1 where tuned is wrong and base right, if there is one,
-    - 1 from a seen family if none of the above is one (improved > both wrong > worse > both right).
-
-    `items` are report.json's generations.tasks.items ({"group", "split", "passed": {model: bool}}).
-    Within a slot the first item in file order wins, preferring a family not shown yet.
-    """
-    chosen: list[tuple[int, str]] = []
-    families: set[str] = set()
-
-    def take(outcomes: tuple[str, ...], splits: tuple[str, ...], why: str) -> bool:
-        candidates = [i for i, it in enumerate(items)
-                      if i not in {c for c, _ in chosen} and it.get("split") in splits
-                      and _outcome(it, base, tuned) in outcomes]
-        if not candidates:
-            return False
-        fresh = [i for i in candidates if items[i].get("group") not in families]
-        i = (fresh or candidates)[0]
-        families.add(items[i].get("group"))
-        chosen.append((i, f"{why}; {SPLIT_NAMES.get(items[i].get('split'), 'unlabelled split')}"))
-        return True
-
-    any_split = ("held-out", "seen", "", None)
-    for _ in range(n_improved):
-        if not (take(("improved",), ("held-out",), OUTCOME_TEXT["improved"])
-                or take(("improved",), any_split, OUTCOME_TEXT["improved"])):
-            break
-    take(("both_wrong",), ("held-out",), OUTCOME_TEXT["both_wrong"]) or take(("both_wrong",), any_split, OUTCOME_TEXT["both_wrong"])
-    take(("worse",), any_split, OUTCOME_TEXT["worse"])
-    if not any(items[i].get("split") == "seen" for i, _ in chosen):
-        for outcome in ("improved", "both_wrong", "worse", "both_right"):
-            if take((outcome,), ("seen",), OUTCOME_TEXT[outcome]):
-                break
-    return chosen
-
-
-TALLY_TEXT = {"improved": "improved (tuned right, base wrong)", "worse": "got worse", "both_wrong": "both wrong",
-              "both_right": "both right"}
-
-
-def outcome_tally(items: list[dict], base: str = "base", tuned: str = "tuned") -> str:
-    """One line per split: how many prompts fall in each outcome (the picks are not a sample)."""
-    lines = []
-    for split in ("held-out", "seen"):
-        sub = [it for it in items if it.get("split") == split]
-        if not sub:
-            continue
-        counts = {k: 0 for k in OUTCOME_TEXT}
-        for it in sub:
-            counts[_outcome(it, base, tuned)] += 1
-        lines.append(f"  {SPLIT_NAMES[split]} prompts: {len(sub)}: " + ", ".join(f"{TALLY_TEXT[k]} {v}" for k, v in counts.items()))
-    return "\n".join(lines)
-
-
-def format_picks(items: list[dict], picks: list[tuple[int, str]], base: str = "base", tuned: str = "tuned") -> str:
-    out = []
-    for n, (i, why) in enumerate(picks, 1):
-        it = items[i]
-        prompt = it["prompt"][-1]["content"] if isinstance(it["prompt"], list) else str(it["prompt"])
-        prompt = prompt.replace("\n", "\n   ")
-        out.append(f"{n}. picked: {why}\n   [{it.get('group')}] {prompt}")
-        if it.get("gold"):
-            out.append(f"   gold: {it['gold']}")
-        for m in (base, tuned):
-            mark = "ok " if it["passed"].get(m) else "BAD"
-            out.append(f"   {mark} {m}: {it['answers'].get(m)!r}")
-    return "\n".join(out) if out else "  (no task generations to show)"

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
 
+from sftlab.configbase import Strict
 from sftlab.conversation import Conversation
 
 SAMPLES_PER_REASON = 3  # dropped examples kept per reason for inspection (all drops are counted)
@@ -70,10 +70,8 @@ class BlockStats:
             f" ({reasons})" if reasons else "")
 
 
-class BlockConfig(BaseModel):
+class BlockConfig(Strict):
     """Base of every block's settings. Subclasses set `type` (the YAML discriminator) and `block`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     def build(self) -> Block:
         return BLOCKS[self.type](self)  # type: ignore[attr-defined]

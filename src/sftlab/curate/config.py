@@ -26,9 +26,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from sftlab.configbase import Strict, read_yaml_mapping
 from sftlab.curate.difficulty import IFDScoreConfig
 from sftlab.curate.dedup import ExactDedupConfig, MinHashDedupConfig, SemanticDedupConfig
 from sftlab.curate.filters import (
@@ -43,7 +43,7 @@ from sftlab.curate.filters import (
 from sftlab.curate.mix import CurriculumConfig, MixConfig
 from sftlab.curate.scores import ComplexityScoreConfig, DiversityScoreConfig, TagScoreConfig
 from sftlab.curate.select import SelectConfig
-from sftlab.data.config import DataSourceConfig
+from sftlab.data.config import SourceConfig
 from sftlab.errors import ConfigError
 
 BlockSpec = Annotated[
@@ -56,19 +56,19 @@ BlockSpec = Annotated[
 ]
 
 
-class CurateInput(DataSourceConfig):
-    """A data source (path, format, columns, split, weight, limit) with a name for mixing and
-    reports (default: the file name without extension)."""
+class CurateInput(SourceConfig):
+    """A data source (path, format, columns, split, limit) with a name for mixing and reports
+    (default: the file name without extension) and its mixing weight."""
 
     name: str | None = None
+    weight: float = Field(1.0, gt=0, description="this input's share in a mix block (relative to the other inputs' "
+                                                 "weights) when the block names no weights")
 
     def display_name(self) -> str:
         return self.name or Path(self.path.removeprefix("hf:")).stem or self.path
 
 
-class CurateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CurateConfig(Strict):
     inputs: list[CurateInput] = Field(..., min_length=1)
     blocks: list[BlockSpec] = Field(default_factory=list)
     output: str
@@ -91,14 +91,7 @@ def load_curate_config(path: str | Path) -> CurateConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file\n    fix: check the path (see `sftlab curate --help`)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with inputs, blocks, output; got {type(raw).__name__}")
+    raw = read_yaml_mapping(path, "inputs, blocks, output")
     try:
         cfg = CurateConfig.model_validate(raw)
     except ValidationError as e:

@@ -6,14 +6,11 @@ whole set (select, mix, curriculum) hold rows in memory.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from sftlab.atomic import atomic_write_json
 from sftlab.conversation import Conversation
 from sftlab.curate.blocks import Block, BlockStats
 from sftlab.curate.config import CurateConfig
@@ -88,19 +85,5 @@ def run_pipeline(cfg: CurateConfig) -> CurateResult:
     written = save_conversations(apply_blocks(_read_inputs(cfg, load_info), blocks), cfg.output)
     result = CurateResult(written, cfg.output, cfg.stats or cfg.output + ".stats.json", [b.stats for b in blocks],
                           load_info)
-    write_json_atomic(result.to_json(), result.stats_path)
+    atomic_write_json(result.stats_path, result.to_json())
     return result
-
-
-def write_json_atomic(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

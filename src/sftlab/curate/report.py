@@ -8,14 +8,11 @@ so the one file can be mailed or attached to an issue.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import random
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -23,24 +20,13 @@ from sftlab.conversation import Conversation
 from sftlab.curate.blocks import DupPair, instruction_text, preview
 from sftlab.curate.mix import source_name
 from sftlab.curate.scores import tag_coverage
+from sftlab.html_page import figure_png, img, write_page
+from sftlab.html_page import pyplot as _plt
+from sftlab.html_page import table as _table
 
 
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return img(figure_png(fig, dpi=90), "plot")
 
 
 def length_histograms(convs: Sequence[Conversation]) -> str:
@@ -147,20 +133,4 @@ def build_report(convs: Sequence[Conversation], out: str | Path, *, pairs: Seque
         parts += ["<h2>Embedding map</h2>", plot]
     elif embeddings:
         parts += ["<h2>Embedding map</h2>", f"<p>skipped: {len(convs)} example(s), a 2-D map needs at least 3.</p>"]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_page(title, "\n".join(parts)), encoding="utf-8")
-    return out
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _page(title: str, body: str) -> str:
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;vertical-align:top}}
-img{{max-width:100%}}</style></head><body>{body}</body></html>"""
+    return write_page(out, title, "\n".join(parts))

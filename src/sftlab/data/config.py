@@ -1,26 +1,34 @@
-"""The YAML shape of one data source (a `data:` list entry in a training config)."""
+"""The YAML shape of one data source: SourceConfig (where and how to read it), DataSourceConfig
+(a `data.train` / `data.eval` entry of a training config: + `repeat`). A curate input
+(curate/config.py) is a SourceConfig with a name and a mixing `weight`.
+
+Two numbers, two names: `repeat` multiplies one source's rows in a training run; a curate input's
+`weight` is its share relative to the other inputs in the mix block."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any
 
+from pydantic import Field, field_validator, model_validator
+
+from sftlab.configbase import Strict
 from sftlab.data.formats import FIELD_NAMES, FORMATS
+from sftlab.errors import DataError, Problem
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_SETS = {"tasks-train": 0, "tasks": 0, "tasks-eval": 1}  # name -> index in train_eval_split()
 
 
-class DataSourceConfig(BaseModel):
-    """One source: a file, folder, glob, or 'hf:<dataset id>'.
+class SourceConfig(Strict):
+    """One source: a file, folder, glob, 'hf:<dataset id>' or a built-in set.
 
     columns maps OUR field name -> YOUR column name, e.g. {instruction: question, output: answer}.
-    weight is the source's share in a mixture (used by the mixing step, not by the loader).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     path: str = Field(description="file, folder, glob, hub dataset id, or builtin:tasks-train / builtin:tasks-eval")
     format: str = Field("auto", description="auto, messages, sharegpt, alpaca, prompt_completion or text")
     columns: dict[str, str] | None = Field(None, description="our field name -> your column name")
     split: str = Field("train", description="split for `datasets` sources")
-    weight: float = Field(default=1.0, gt=0, description="mixing weight: keeps round(weight x rows) rows (>1 repeats)")
     streaming: bool = Field(False, description="stream a `datasets` source instead of loading it whole")
     limit: int | None = Field(default=None, ge=0, description="use only the first N rows")
     rejects: str | None = Field(None, description="with data.on_error: skip, write this source's skipped rows here (JSONL: file:line, reason, problems, the row); written whole at the end, empty when none")
@@ -47,7 +55,34 @@ class DataSourceConfig(BaseModel):
                 "streaming": self.streaming, "limit": self.limit, "rejects_path": self.rejects}
 
     def load(self, **kw):
-        """Load this source: load_conversations(self.path, **self.load_kwargs(), **kw)."""
-        from sftlab.data.load import load_conversations
+        """Load this source: a built-in set (builtin:tasks-train, builtin:tasks-eval; `limit` applies),
+        else load_conversations(self.path, **self.load_kwargs(), **kw). Returns a LoadResult."""
+        from sftlab.data.load import LoadResult, LoadStats, load_conversations
 
-        return load_conversations(self.path, **{**self.load_kwargs(), **kw})
+        if not self.path.startswith(BUILTIN_PREFIX):
+            return load_conversations(self.path, **{**self.load_kwargs(), **kw})
+        from sftlab.builtin.tasks import train_eval_split
+
+        name = self.path.removeprefix(BUILTIN_PREFIX)
+        if name not in BUILTIN_SETS:
+            raise DataError(Problem(self.path, "path", "unknown built-in data set", "use builtin:tasks-train or builtin:tasks-eval"))
+        convs = train_eval_split(seed=0)[BUILTIN_SETS[name]]
+        convs = convs[: self.limit] if self.limit else convs
+        n = len(convs)
+        return LoadResult(convs, LoadStats(rows_read=n, loaded=n, by_format={"built-in suite": n}, by_file={self.path: n}))
+
+
+class DataSourceConfig(SourceConfig):
+    """A training or eval-loss source of a run config."""
+
+    repeat: float = Field(default=1.0, gt=0, description="multiplies this source's rows: keeps round(repeat x rows) "
+                                                          "rows (2 = every row twice, 0.5 = a random half)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_weight(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "weight" in data:
+            raise ValueError(f"a training source has no weight; for weight: {data['weight']!r} write repeat: "
+                             f"{data['weight']!r} (it multiplies this source's rows: 2 = every row twice). A share "
+                             "relative to other sources is a curate input's weight (sftlab curate, mix block)")
+        return data

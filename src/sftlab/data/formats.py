@@ -321,10 +321,14 @@ class _Row:
 
 def _messages(rec: dict, row: _Row, require_response: bool) -> list[Message]:
     msgs = row.message_list(rec["messages"], "messages")
-    # a text row saved in the canonical form (see to_conversation) is one assistant message
-    saved_text = isinstance(rec.get("meta"), dict) and rec["meta"].get("format") == "text" and len(msgs) == 1
-    row.check_turns(msgs, "messages", require_response, allow_assistant_first=saved_text)
+    row.check_turns(msgs, "messages", require_response, allow_assistant_first=_saved_text(rec) and len(msgs) == 1)
     return [m for _, m in msgs]
+
+
+def _saved_text(rec: dict) -> bool:
+    """A text document saved in the canonical form: "kind": "text" (files written before the kind
+    existed say it in meta.format)."""
+    return rec.get("kind") == "text" or (isinstance(rec.get("meta"), dict) and rec["meta"].get("format") == "text")
 
 
 def _sharegpt(rec: dict, row: _Row, require_response: bool) -> list[Message]:
@@ -434,18 +438,19 @@ def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool =
     if row.problems:
         raise RowError(row.problems)
 
-    consumed = _CONSUMED[fmt]
+    # A text document saved in the canonical form comes back as one assistant message: keep it a
+    # text row, or the renderer would wrap it in a chat template.
+    saved_text = fmt == "messages" and _saved_text(rec) and len(messages) == 1 and messages[0].role == "assistant"
+    consumed = _CONSUMED[fmt] | {"kind"} if saved_text else _CONSUMED[fmt]
     meta: dict[str, Any] = {k: v for k, v in rec.items() if k not in consumed} if len(rec) > len(REQUIRED[fmt]) else {}
     saved_meta = rec.get("meta")
     if isinstance(saved_meta, dict):
         meta.update(saved_meta)
     if isinstance(rec.get("source"), str) and rec["source"]:
         meta["original_source"] = rec["source"]
-    # A plain-text row saved in the canonical form comes back as one assistant message whose
-    # meta says "text": keep it a text row, or the renderer would wrap it in a chat template.
-    if fmt == "messages" and meta.get("format") == "text" and len(messages) == 1 and messages[0].role == "assistant":
-        fmt = "text"
-    meta["format"] = fmt
+    fmt = "text" if saved_text else fmt
+    meta["format"] = fmt  # the format the row was read in (load stats by format)
     rid = rec.get("id")
     rid = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid) else ""
-    return Conversation(messages=tuple(messages), source=source, id=rid, meta=meta), RowNotes(row.dropped_system, row.ignored_keys)
+    conv = Conversation(messages=tuple(messages), source=source, id=rid, meta=meta, kind="text" if fmt == "text" else "chat")
+    return conv, RowNotes(row.dropped_system, row.ignored_keys)

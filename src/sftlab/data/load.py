@@ -14,7 +14,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Literal
 
 import orjson
 
+from sftlab.atomic import AtomicFile
 from sftlab.conversation import Conversation
 from sftlab.data.formats import (
     FIELD_NAMES,
@@ -328,8 +328,7 @@ class _Loader:
         self.max_line_bytes = max_line_bytes
         self.text_blocks = text_blocks
         self.stats = stats
-        self._rejects = None
-        self._rejects_tmp = ""
+        self._rejects: AtomicFile | None = None
 
     # rejects: written to a temp file beside the target, moved into place at the end
     def _reject(self, source: str, reason: str, problems: list[Problem], record: Any = None, raw: str | None = None) -> None:
@@ -337,9 +336,7 @@ class _Loader:
         if self.rejects_path is None:
             return
         if self._rejects is None:
-            self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._rejects_tmp = tempfile.mkstemp(prefix=".rejects-", dir=self.rejects_path.parent)
-            self._rejects = os.fdopen(fd, "wb")
+            self._rejects = AtomicFile(self.rejects_path, fsync=False)
         entry = {"source": source, "reason": reason, "problems": [str(p) for p in problems]}
         if record is not None:
             entry["row"] = record
@@ -351,11 +348,8 @@ class _Loader:
         if self.rejects_path is None:
             return
         if self._rejects is None:  # an empty rejects file says "none", which a missing file does not
-            self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self._rejects_tmp = tempfile.mkstemp(prefix=".rejects-", dir=self.rejects_path.parent)
-            self._rejects = os.fdopen(fd, "wb")
-        self._rejects.close()
-        os.replace(self._rejects_tmp, self.rejects_path)
+            self._rejects = AtomicFile(self.rejects_path, fsync=False)
+        self._rejects.commit()
 
     def _done(self) -> bool:
         return self.limit is not None and self.stats.loaded >= self.limit
@@ -372,8 +366,7 @@ class _Loader:
             if ok or self.on_error == "skip":
                 self._finish_rejects()
             elif self._rejects is not None:
-                self._rejects.close()
-                os.unlink(self._rejects_tmp)
+                self._rejects.discard()
         if self.stats.loaded == 0 and self.limit != 0:
             names = ", ".join(s.display for s in self.sources[:3]) + (" ..." if len(self.sources) > 3 else "")
             raise DataError(Problem(names, "", "no conversations were loaded\n" + self.stats.summary(),

@@ -6,39 +6,22 @@ The same numbers go to report.json via EvalReport.to_json() (the CLI writes both
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from pathlib import Path
 
 from sftlab.evaluate.results import NAN, EvalReport, Metric, _fmt_diff, _fmt_value
+from sftlab.html_page import figure_png as _png
+from sftlab.html_page import img as _img
+from sftlab.html_page import page, pyplot
 
 COLORS = ["#8c8c8c", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222}
-h1{font-size:24px} h2{font-size:19px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
-table{border-collapse:collapse;margin:8px 0;font-size:13px} th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
-th{background:#f4f4f4} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .better{color:#137333;font-weight:600} .worse{color:#b3261e;font-weight:600}
-img.plot{max-width:100%;border:1px solid #eee;margin:8px 0} .note{color:#555;font-size:13px}
 pre{white-space:pre-wrap;margin:0;font-size:12px} .ok{color:#137333} .bad{color:#b3261e}
 """
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _img(b64: str, alt: str) -> str:
-    return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
 def read_metrics_jsonl(path: str | Path) -> list[dict]:
@@ -162,14 +145,10 @@ def _constraint_plot(report: EvalReport) -> str | None:
 
 
 def render_html(report: EvalReport, metrics_jsonl: str | Path | None = None) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display; PNGs only
+    pyplot()  # the Agg backend: no display, PNGs only
     metrics = report.metrics()
     models, base = report.models, report.baseline
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>sftlab eval: {html.escape(' vs '.join(models))}</title>",
-             f"<style>{CSS}</style></head><body>",
-             f"<h1>sftlab eval: {html.escape(' vs '.join(models))}</h1>",
+    parts = [f"<h1>sftlab eval: {html.escape(' vs '.join(models))}</h1>",
              f"<p class='note'>Baseline: <b>{html.escape(base)}</b>. Every value has a 95% percentile-bootstrap interval "
              "(1000 resamples over prompts, seed 0); differences are paired on the same prompts. "
              "<span class='better'>green</span>/<span class='worse'>red</span>: the interval of the difference excludes 0.</p>"]
@@ -212,9 +191,10 @@ def render_html(report: EvalReport, metrics_jsonl: str | Path | None = None) -> 
             cells = "".join(
                 f"<td><pre class='{'ok' if e['passed'].get(m) else 'bad'}'>{html.escape(e['answers'].get(m, ''))}</pre></td>" for m in models
             )
-            rows.append(f"<tr><td>{html.escape(e['family'] or e['set'])}</td><td><pre>{html.escape(e['prompt'])}</pre></td>"
-                        f"<td><pre>{html.escape(e['gold'])}</pre></td>{cells}</tr>")
-        parts.append("<h2>Examples</h2><table><tr><th>family</th><th>prompt</th><th>gold</th>" + head + "</tr>" + "".join(rows) + "</table>")
+            rows.append(f"<tr><td>{html.escape(e['why'])}</td><td>{html.escape(e['family'] or e['set'])}</td>"
+                        f"<td><pre>{html.escape(e['prompt'])}</pre></td><td><pre>{html.escape(e['gold'])}</pre></td>{cells}</tr>")
+        parts.append("<h2>Examples</h2><p class='note'>Picked by outcome (the same picks as the terminal).</p>"
+                     "<table><tr><th>picked</th><th>family</th><th>prompt</th><th>gold</th>" + head + "</tr>" + "".join(rows) + "</table>")
     if report.decontam is not None:
         d = report.decontam
         parts.append(f"<h2>Decontamination</h2><p>{html.escape(d.summary())}</p>")
@@ -228,8 +208,7 @@ def render_html(report: EvalReport, metrics_jsonl: str | Path | None = None) -> 
     parts.append(f"<h2>Settings</h2><table>{settings}</table>")
     if report.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report.notes) + "</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return page(f"sftlab eval: {' vs '.join(models)}", "\n".join(parts), CSS)
 
 
 def write_report_html(report: EvalReport, path: str | Path, metrics_jsonl: str | Path | None = None) -> Path:

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sftlab import speed
-from sftlab.conversation import Conversation, Message
+from sftlab.conversation import Conversation
 from sftlab.loss import per_token_losses
 from sftlab.pack import apply_length_policy, collate_packed, pack_bins
 from sftlab.render import Renderer
@@ -47,10 +47,7 @@ class ExampleLosses:
 
 def text_rows(texts: list[str], source: str = "general_text") -> list[Conversation]:
     """Plain documents as text rows (the Renderer trains, i.e. scores, every token)."""
-    return [
-        Conversation(messages=(Message("assistant", t),), source=f"{source}[{i}]", meta={"format": "text"})
-        for i, t in enumerate(texts)
-    ]
+    return [Conversation.document(t, source=f"{source}[{i}]") for i, t in enumerate(texts)]
 
 
 def _max_len(model, token_budget: int) -> int:

@@ -206,42 +206,24 @@ class EvalReport:
         return "\n".join(lines + [""] + foot)
 
     def examples(self, n: int = 5) -> list[dict]:
-        """Side-by-side answers for n task prompts (one family after another), else IFEval prompts."""
+        """Side-by-side generations of n task prompts (else IFEval prompts), picked by outcome of the
+        second model vs the baseline (evaluate/picks.py): report.json's items with the prompt as
+        text, plus "family", "set" and "why" (picked because)."""
+        from sftlab.evaluate.picks import pick_side_by_side, prompt_text
+
         gs = self.tasks if self.tasks is not None and self.tasks.ids else self.ifeval
         if gs is None:
             return []
-        by_group: dict[str, list[int]] = {}
-        for i, g in enumerate(gs.groups):
-            by_group.setdefault(g, []).append(i)
-        order, k = [], 0
-        while len(order) < min(n, len(gs.ids)):  # round-robin over families
-            for idx in by_group.values():
-                if k < len(idx) and len(order) < n:
-                    order.append(idx[k])
-            k += 1
-        return [
-            {
-                "id": gs.ids[i],
-                "set": gs.name,
-                "family": gs.groups[i],
-                "prompt": gs.prompts[i][-1]["content"],
-                "gold": gs.gold[i],
-                "answers": {m: gs.answers[m][i] for m in self.models if m in gs.answers},
-                "passed": {m: bool(gs.passed[m][i]) for m in self.models if m in gs.passed},
-            }
-            for i in order
-        ]
+        items = _generations_json(gs)["items"]
+        other = self.models[1] if len(self.models) > 1 else self.baseline
+        return [{**items[i], "prompt": prompt_text(items[i]), "family": items[i]["group"], "set": gs.name, "why": why}
+                for i, why in pick_side_by_side(items, self.baseline, other, n=n)]
 
     def format_examples(self, n: int = 5) -> str:
-        out = []
-        for ex in self.examples(n):
-            out.append(f"[{ex['family'] or ex['set']}] {ex['prompt']}")
-            if ex["gold"]:
-                out.append(f"  gold: {ex['gold']}")
-            for m, a in ex["answers"].items():
-                mark = "ok " if ex["passed"].get(m) else "BAD"
-                out.append(f"  {mark} {m}: {a!r}")
-        return "\n".join(out)
+        from sftlab.evaluate.picks import format_picks
+
+        ex = self.examples(n)
+        return format_picks(ex, [(k, e["why"]) for k, e in enumerate(ex)])
 
     def to_json(self) -> dict:
         ppl = {}

@@ -25,8 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from sftlab.configbase import Strict
 from sftlab.errors import ConfigError
 
 # Status codes worth retrying: the request may succeed later. Other 4xx are the caller's bug.
@@ -270,11 +271,9 @@ class LocalBackend(ChatBackend):
 # ---- construction from config / command line --------------------------------------------------
 
 
-class BackendConfig(BaseModel):
+class BackendConfig(Strict):
     """A teacher or judge. kind=openai: base_url (or env OPENAI_BASE_URL), api key from the env
     variable named by api_key_env. kind=local: model is anything `sftlab.model.load_model` loads."""
-
-    model_config = ConfigDict(extra="forbid")
 
     kind: Literal["openai", "local"] = "openai"
     model: str = "default"

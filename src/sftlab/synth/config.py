@@ -12,19 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from sftlab.config import format_validation_error
+from sftlab.configbase import Strict, read_yaml_mapping
 from sftlab.errors import ConfigError
 from sftlab.synth.backends import BackendConfig
 
 BUILTIN_SEEDS = str(Path(__file__).with_name("seed_tasks.jsonl"))
 
 
-class SelfInstructConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SelfInstructConfig(Strict):
     num_instructions: int = Field(50, ge=1)  # rows to produce
     seed_tasks: str = "builtin"  # builtin = our 22 seed tasks, or a data file sftlab can load
     examples_per_prompt: int = Field(3, ge=1)  # k in-context examples...
@@ -41,9 +39,7 @@ class SelfInstructConfig(BaseModel):
     max_steps: int = Field(100, ge=1)  # stop (and say so) if the target is not reached by then
 
 
-class EvolInstructConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EvolInstructConfig(Strict):
     input: str = "builtin"  # instructions to evolve: builtin seeds or a data file
     rounds: int = Field(2, ge=1)
     methods: list[Literal["constraints", "deepen", "concretizing", "reasoning", "complicate_input", "breadth"]] = [
@@ -56,9 +52,7 @@ class EvolInstructConfig(BaseModel):
     max_tokens_response: int = 512
 
 
-class JudgeFilterConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class JudgeFilterConfig(Strict):
     input: str  # data file with (instruction, response) conversations
     threshold: float = Field(4.0, ge=1, le=5)  # keep score >= threshold (AlpaGasus: 4.5 on their 0-5 scale)
     # text: the judge writes "Score: N" + a reason, parsed (any backend). logprobs: a local judge's
@@ -70,9 +64,7 @@ class JudgeFilterConfig(BaseModel):
     rejects: str | None = None  # default: OUTPUT.rejected.jsonl
 
 
-class SynthConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SynthConfig(Strict):
     pipeline: Literal["self_instruct", "evol_instruct", "judge_filter"]
     output: str
     teacher: BackendConfig | None = None
@@ -99,12 +91,7 @@ class SynthConfig(BaseModel):
 
 def load_synth_config(path: str | Path) -> SynthConfig:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    raw = read_yaml_mapping(path, "pipeline, output, teacher, ...")
     try:
         cfg = SynthConfig.model_validate(raw)
     except ValidationError as e:

@@ -88,7 +88,7 @@ def parse_verdict(text: str) -> str | None:
     """'A', 'B' or 'C' (tie) from "[[A]]" (the last one: the final verdict comes last); falls back
     to "Assistant A is better" / "it's a tie". Not a verdict: a text holding all three of [[A]],
     [[B]], [[C]] (the judge echoing the format instruction), and a negated tie ("The answer is not
-    a tie." -- SmolLM2-135M writes this, and "tie" alone used to read it as a tie)."""
+    a tie." -- SmolLM2-135M writes this; matching "tie" alone would read it as a tie)."""
     text = _ECHOES.sub(" ", text)
     found = re.findall(r"\[\[\s*([ABC])\s*\]\]", text)
     if found:

@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from sftlab.atomic import atomic_write
 from sftlab.conversation import Conversation
 from sftlab.errors import DataError, Problem
 
@@ -68,9 +69,7 @@ class ProgressState:
         self.failed_before = self.data.get("failed_calls", 0)
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True))
 
     def save_progress(self, *backends) -> None:
         self.data["failed_calls"] = self.failed_before + sum(b.stats.failed for b in backends)

@@ -1,6 +1,7 @@
 """`sftlab curate CONFIG` and `sftlab data-report DATA --out report.html`.
 
-Top-level names (not `sftlab data ...`) because the `data` group belongs to the data area.
+Top-level names, not `sftlab data ...`: `data` holds the commands that look at one data set as the
+trainer sees it (tokens, masks); these two run the curation library.
 """
 
 from __future__ import annotations
