@@ -49,12 +49,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHATML_GEN = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
-    "{% else %}{{ message['content'] + '<|im_end|>\n' }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+from bench_train import CHATML_GEN  # noqa: E402 - the same template as the throughput benchmark (benchmarks/ is sys.path[0])
 LR, LORA_R, LORA_ALPHA, PER_STEP = 2e-4, 16, 32, 8
 
 
@@ -187,6 +182,18 @@ def eval_steps(total: int, fractions: list[float]) -> list[int]:
 
 
 # ---- workers ---------------------------------------------------------------------------------------
+def worker_setup(a, tool: str):
+    """What every training worker starts with: (start time, temp folder, model folder, tokenizer, train, held-out)."""
+    import torch
+
+    t_start = time.time()
+    torch.set_num_threads(a.threads)
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-quality-{tool}-"))
+    folder = model_folder()
+    tok = make_tokenizer(folder)
+    return (t_start, tmp, folder, tok, *chat_split(tok, a.train, a.heldout, a.max_tokens))
+
+
 def worker_sftlab(a, overrides: list[str]) -> dict:
     import torch
     from safetensors.torch import load_file
@@ -196,12 +203,7 @@ def worker_sftlab(a, overrides: list[str]) -> dict:
     from sftlab.render import Renderer
     from sftlab.train import train
 
-    t_start = time.time()
-    torch.set_num_threads(a.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-quality-sftlab-"))
-    folder = model_folder()
-    tok = make_tokenizer(folder)
-    train_rows, heldout = chat_split(tok, a.train, a.heldout, a.max_tokens)
+    t_start, tmp, folder, tok, train_rows, heldout = worker_setup(a, "sftlab")
     (tmp / "train.jsonl").write_text("".join(json.dumps({"messages": r["messages"]}) + "\n" for r in train_rows))
     mean_len = statistics.mean(len(tok.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"]) for r in train_rows)
     raw = {
@@ -255,12 +257,7 @@ def worker_trl(a, padfree: bool) -> dict:
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    t_start = time.time()
-    torch.set_num_threads(a.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-quality-trl-"))
-    folder = model_folder()
-    tok = make_tokenizer(folder)
-    train_rows, heldout = chat_split(tok, a.train, a.heldout, a.max_tokens)
+    t_start, tmp, folder, tok, train_rows, heldout = worker_setup(a, "trl")
     ds = Dataset.from_list([{"messages": r["messages"]} for r in train_rows])
     args = SFTConfig(
         output_dir=str(tmp), num_train_epochs=a.epochs, per_device_train_batch_size=PER_STEP, gradient_accumulation_steps=1,
