@@ -191,7 +191,10 @@ def worker_setup(a, tool: str):
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-quality-{tool}-"))
     folder = model_folder()
     tok = make_tokenizer(folder)
-    return (t_start, tmp, folder, tok, *chat_split(tok, a.train, a.heldout, a.max_tokens))
+    train_rows, heldout = chat_split(tok, a.train, a.heldout, a.max_tokens)
+    if a.train_order == "length":  # a file sorted by length (as exports grouped by source often are)
+        train_rows.sort(key=lambda r: len(tok.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"]))
+    return t_start, tmp, folder, tok, train_rows, heldout
 
 
 def worker_sftlab(a, overrides: list[str]) -> dict:
@@ -343,7 +346,7 @@ def worker(a) -> dict:
 # ---- parent ----------------------------------------------------------------------------------------
 def run_worker(name: str, seed: int, a) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, "--seed", str(seed), "--threads", str(a.threads), "--train", str(a.train),
-           "--heldout", str(a.heldout), "--max-tokens", str(a.max_tokens), "--epochs", str(a.epochs), "--eval-at", a.eval_at]
+           "--heldout", str(a.heldout), "--max-tokens", str(a.max_tokens), "--train-order", a.train_order, "--epochs", str(a.epochs), "--eval-at", a.eval_at]
     # sftlab_old: the same worker on another checkout's sftlab (--old-src), for before/after A/B runs
     src = a.old_src if name.split(":", 1)[0] == "sftlab_old" else str(ROOT / "src")
     if name.startswith("sftlab_old") and not a.old_src:
@@ -451,6 +454,8 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=260)
     ap.add_argument("--max-tokens", type=int, default=160, help="longest conversation kept (rendered tokens)")
     ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--train-order", choices=["file", "length"], default="file",
+                    help="the training file's row order: as picked from ShareGPT, or sorted by length (shows what fixed batches of neighbours do)")
     ap.add_argument("--eval-at", default="0.5,0.75", help="fractions of the run where held-out loss is also measured (the end always is)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--old-src", default=None, help="src/ folder of another sftlab checkout, for sftlab_old runs")
