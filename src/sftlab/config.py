@@ -107,9 +107,9 @@ class RunConfig(Strict):
         payload["train"].pop("save_every", None)
         payload["train"].pop("keep_checkpoints", None)
         payload["train"].pop("speed", None)  # the same math up to float rounding (tested): never blocks a resume
-        # data order version 2 (2026-12-02): shuffled packing, padded batches reshuffled each epoch,
-        # rows of tokens_per_batch even below max_len. A run saved before trained on another order,
-        # so resuming it here would not continue the same run: its fingerprint must differ.
+        # the data-order scheme (2 = shuffled packing, padded batches reshuffled each epoch, rows of
+        # tokens_per_batch whatever max_len is): a checkpoint made under another scheme saw its data
+        # in another order, so resuming it would not continue the same run and must be refused
         payload["data_order"] = 2
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
