@@ -151,7 +151,7 @@ def pack_bins(lengths: list[int], budget: int, order: list[int] | None = None) -
     then hold examples of alike lengths: the longest few together, the shortest together).
     `order` given (a shuffled permutation): items placed in that order, so a bin's examples are a
     random sample like a random batch (PackedDataset's default; 97-99% full on chat length mixes,
-    see tests/test_pack.py). An item longer than `budget` gets a bin of its own (a row of one
+    see tests/test_pack_mixing.py). An item longer than `budget` gets a bin of its own (a row of one
     over-long example, up to data.max_len; PackedDataset counts and reports them).
     """
     if order is None:
@@ -248,7 +248,7 @@ class PackedDataset:
     Padded (`padded=True`): each epoch the examples are reshuffled and cut into batches of
     `batch_size`, as a shuffling DataLoader does (the same groups every epoch, consecutive rows of
     the file, would be correlated batches).
-    `bins` (the rows in file order, epoch-independent) serve evaluation, which needs no order.
+    `bins` (the rows as made, epoch-independent) serve evaluation, which needs no order.
     """
 
     examples: list[Rendered]
@@ -299,7 +299,7 @@ class PackedDataset:
         return self.collate(self.bins[bin_index])
 
     def fill_ratio(self) -> float:
-        if self.padded:
+        if self.padded:  # of the batches training sees (epoch 0), not the file-order ones
             real = sum(len(r) for r in self.examples)
-            return real / max(1, sum(max(len(self.examples[i]) for i in b) * len(b) for b in self.bins))
+            return real / max(1, sum(max(len(self.examples[i]) for i in b) * len(b) for b in self.epoch_rows(0)))
         return sum(len(r) for r in self.examples) / max(1, sum(max(self.budget, sum(len(self.examples[i]) for i in b)) for b in self.bins))
