@@ -198,7 +198,6 @@ def worker_setup(a, tool: str):
 
 
 def worker_sftlab(a, overrides: list[str]) -> dict:
-    import torch
     from safetensors.torch import load_file
 
     from sftlab.config import load_config

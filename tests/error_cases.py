@@ -56,6 +56,18 @@ def error_block(stderr: str) -> str:
     return stderr[stderr.index("error: "):].rstrip() if "error: " in stderr else stderr
 
 
+def assert_clean_error(case, rc: int, err: str) -> str:
+    """Exit 2, no traceback, every expected part in the `error:` block, and that block in docs/errors.md.
+    Returns the block for further checks."""
+    assert rc == 2, err[-2000:]
+    assert "Traceback" not in err
+    msg = error_block(err)
+    for part in case.expect:
+        assert part in msg, f"{part!r} not in:\n{msg}"
+    assert msg in DOC.read_text(), "docs/errors.md is stale: run python tests/error_cases.py"
+    return msg
+
+
 # ---- config, model, template, output folder, disk, resume ---------------------------------------
 
 def _typo(tmp):
