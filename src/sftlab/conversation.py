@@ -15,6 +15,10 @@ Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 Kind = Literal["chat", "text"]
 KINDS: tuple[str, ...] = ("chat", "text")
+# Where an image stands in a message's text (LLaVA's convention; OpenAI image parts load as it).
+# A multimodal renderer expands each one to the model's image-token count; `Conversation.images`
+# holds the images in the order their placeholders appear.
+IMAGE_PLACEHOLDER = "<image>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,9 @@ class Conversation:
     kind:     "chat" (rendered with the chat template, assistant turns trained) or "text": a plain
               document, held as one assistant message so curation reads it like a response, and
               rendered without a template with every token trained (see `document`).
+    images:   the images of a multimodal conversation, in the order of the IMAGE_PLACEHOLDERs in its
+              messages' text: each an absolute local path, a `data:` URL or an http(s) URL (loaded by
+              sftlab.multimodal.images). Empty for text conversations.
     """
 
     messages: tuple[Message, ...]
@@ -44,6 +51,7 @@ class Conversation:
     id: str = ""
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     kind: Kind = "chat"
+    images: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.messages, tuple):
@@ -53,6 +61,13 @@ class Conversation:
         if self.kind == "text" and [m.role for m in self.messages] != ["assistant"]:
             raise ValueError("a text Conversation holds its document as exactly one assistant message; "
                              "use Conversation.document(text)")
+        if not isinstance(self.images, tuple):
+            object.__setattr__(self, "images", tuple(self.images))
+        if self.images:
+            n = sum(m.content.count(IMAGE_PLACEHOLDER) for m in self.messages)
+            if n != len(self.images):
+                raise ValueError(f"a conversation with {len(self.images)} image(s) must have as many {IMAGE_PLACEHOLDER} "
+                                 f"placeholders in its messages, found {n}")
         if not self.id:
             object.__setattr__(self, "id", self.content_hash())
 
@@ -67,7 +82,10 @@ class Conversation:
         return cls(messages=msgs, **kw)
 
     def content_hash(self) -> str:
-        payload = json.dumps([[m.role, m.content] for m in self.messages], ensure_ascii=False)
+        items: list = [[m.role, m.content] for m in self.messages]
+        if self.images:  # two conversations with the same text about different images are different
+            items.append(list(self.images))
+        payload = json.dumps(items, ensure_ascii=False)
         return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:16]
 
     def to_dicts(self) -> list[dict[str, str]]:
@@ -76,6 +94,8 @@ class Conversation:
     def to_json(self) -> dict[str, Any]:
         """The canonical on-disk form (OpenAI `messages` format plus our fields; "kind" only for text)."""
         out = {"messages": self.to_dicts(), "id": self.id, "source": self.source, "meta": self.meta}
+        if self.images:
+            out["images"] = list(self.images)
         return out if self.kind == "chat" else {**out, "kind": self.kind}
 
     @property
@@ -96,4 +116,4 @@ class Conversation:
         return None
 
     def with_meta(self, **kw: Any) -> Conversation:
-        return Conversation(self.messages, self.source, self.id, {**self.meta, **kw}, self.kind)
+        return Conversation(self.messages, self.source, self.id, {**self.meta, **kw}, self.kind, self.images)
