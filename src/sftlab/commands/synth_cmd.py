@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("synth", help="make instruction data with a teacher model (Self-Instruct, Evol-Instruct, judge filtering)")
+    p = sub.add_parser("synth", help="make instruction data with a teacher model (Self-Instruct, Evol-Instruct, "
+                                      "judge filtering, LLaVA-style image conversations from captions)")
     p.add_argument("config", help="YAML synth config (see sftlab/synth/config.py); rerun the same command to resume")
     p.add_argument("--report", default=None, help="also write the run report as JSON here")
     p.set_defaults(func=run_synth_cmd)

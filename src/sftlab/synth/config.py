@@ -1,10 +1,11 @@
 """`sftlab synth CONFIG`: one YAML file, small pydantic models, unknown keys refused.
 
-    pipeline: self_instruct            # self_instruct | evol_instruct | judge_filter
+    pipeline: self_instruct            # self_instruct | evol_instruct | judge_filter | llava
     output: data/synth.jsonl           # appended as rows are made; rerun the same command to resume
     teacher: {kind: openai, base_url: http://127.0.0.1:8000/v1, model: default}
     judge:   {kind: local, model: smollm2-135m-instruct}     # judge_filter only
     self_instruct: {num_instructions: 50}
+    llava: {input: images.jsonl, types: [conversation, detail, reasoning], per_image: 1}   # llava only
 """
 
 from __future__ import annotations
@@ -64,8 +65,39 @@ class JudgeFilterConfig(Strict):
     rejects: str | None = None  # default: OUTPUT.rejected.jsonl
 
 
+LLAVA_TYPES = ("conversation", "detail", "reasoning")
+
+
+class LlavaConfig(Strict):
+    """LLaVA-style visual instruction data from a text-only teacher (synth/llava.py)."""
+
+    input: str  # JSONL, one image a line: {"image": PATH_OR_URL, "captions": [...], "boxes": [{"label", "box"}], "id"?}
+    image_root: str | None = None  # relative image refs are relative to this folder or URL (default: the input's folder)
+    types: list[Literal["conversation", "detail", "reasoning"]] = list(LLAVA_TYPES)
+    per_image: int = Field(1, ge=1)  # rows of each type per image (each its own teacher call)
+    max_images: int | None = Field(None, ge=1)  # use the first N records
+    batch_size: int = Field(16, ge=1)  # teacher calls per step (one progress save per step)
+    min_turns: int = Field(2, ge=1)  # conversation: question-answer pairs asked for (fewer are rejected)...
+    max_turns: int = Field(5, ge=1)  # ...up to this many asked for (more are kept)
+    min_description_words: int = Field(30, ge=1)  # detail: shorter descriptions are rejected
+    min_reasoning_words: int = Field(15, ge=1)  # reasoning: shorter answers are rejected
+    few_shot: bool = True  # show the teacher one worked example (context -> answer) before the request
+    temperature: float = 0.7
+    max_tokens: int = Field(1024, ge=16)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.types:
+            raise ValueError("llava.types is empty; choose from conversation, detail, reasoning")
+        if len(set(self.types)) != len(self.types):
+            raise ValueError(f"llava.types lists a type twice: {self.types}")
+        if self.max_turns < self.min_turns:
+            raise ValueError(f"llava.max_turns ({self.max_turns}) must be >= min_turns ({self.min_turns})")
+        return self
+
+
 class SynthConfig(Strict):
-    pipeline: Literal["self_instruct", "evol_instruct", "judge_filter"]
+    pipeline: Literal["self_instruct", "evol_instruct", "judge_filter", "llava"]
     output: str
     teacher: BackendConfig | None = None
     judge: BackendConfig | None = None
@@ -73,11 +105,14 @@ class SynthConfig(Strict):
     self_instruct: SelfInstructConfig = SelfInstructConfig()
     evol_instruct: EvolInstructConfig = EvolInstructConfig()
     judge_filter: JudgeFilterConfig | None = None
+    llava: LlavaConfig | None = None
 
     @model_validator(mode="after")
     def _needs(self):
-        if self.pipeline in ("self_instruct", "evol_instruct") and self.teacher is None:
+        if self.pipeline in ("self_instruct", "evol_instruct", "llava") and self.teacher is None:
             raise ValueError(f"pipeline {self.pipeline} needs a `teacher:` section (kind, model, base_url)")
+        if self.pipeline == "llava" and self.llava is None:
+            raise ValueError("pipeline llava needs a `llava:` section with `input:` (JSONL of image, captions, boxes)")
         if self.pipeline == "judge_filter":
             if self.judge_filter is None:
                 raise ValueError("pipeline judge_filter needs a `judge_filter:` section with `input:` (the data to score)")
@@ -107,6 +142,10 @@ def load_synth_config(path: str | Path) -> SynthConfig:
         cfg.judge_filter.input = str(_rel(base, cfg.judge_filter.input))
         if cfg.judge_filter.rejects:
             cfg.judge_filter.rejects = str(_rel(base, cfg.judge_filter.rejects))
+    if cfg.llava:
+        cfg.llava.input = str(_rel(base, cfg.llava.input))
+        if cfg.llava.image_root and not cfg.llava.image_root.startswith(("http://", "https://")):
+            cfg.llava.image_root = str(_rel(base, cfg.llava.image_root))
     return cfg
 
 

@@ -107,3 +107,66 @@ RATING_PREFIX, RATING_SUFFIX = "Rating: [[", "]]"  # JUDGE_SINGLE: "Rating: [[N]
 def prompt_hash(*templates: str) -> str:
     """Short, stable version id of the prompt text(s) a row was made with."""
     return hashlib.sha1("\n\x00".join(templates).encode("utf-8")).hexdigest()[:10]
+
+# ---- LLaVA-style visual instruction data (Liu et al. 2023, "Visual Instruction Tuning") ---------
+# A text-only teacher sees an image only through its captions and object boxes and writes as if it
+# saw the image. Our wording; the structure follows the paper: one system message per data type, one
+# worked example (context -> answer) as a user/assistant exchange, then the image's context.
+LLAVA_SYSTEM = """You are an AI visual assistant looking at one image. You are not shown the pixels; instead you are told what the image shows: a few captions, each describing the same image, and, when available, a list of the objects in it with their bounding boxes. A box is written as label: [x0, y0, x1, y1], coordinates normalised to the range 0-1, (0, 0) being the top-left corner of the image, x growing to the right and y downwards. Write as someone who is looking at the image itself: never mention captions, boxes or coordinates, and do not invent details they do not support."""
+
+LLAVA_TASKS = {
+    "conversation": """Your task: write a conversation between you and a person who asks you about this image (the person sees it too).
+- Ask varied questions: which objects there are, how many of them, what people or animals are doing, where things are, how they are placed relative to each other, colours, the setting.
+- Ask only questions whose answer the image settles for certain: skip anything the captions and objects leave open.
+- Use the object positions to say where things are (left, right, top, in front of, next to), never as numbers.
+- Answer as a helpful assistant that sees the image: complete sentences, short and exact.
+Write {min_turns} to {max_turns} question-answer pairs in exactly this format and nothing else:
+Question: <question>
+Answer: <answer>
+Question: <question>
+Answer: <answer>""",
+    "detail": """Your task: describe the image in one rich, detailed paragraph, as someone looking at it: the scene and setting, the main objects, people and animals, how many there are, what they look like and what they are doing, and where they are relative to each other (use the object positions: left, right, foreground, background, next to, behind). Write only the description, no title and no introduction.""",
+    "reasoning": """Your task: ask one question about this image that takes reasoning to answer, not one whose answer is simply visible: why something is happening, what it tells about the place, time or people, what may happen next, what someone in the scene should do, or what background knowledge explains it. Then answer it step by step, starting from what the image shows and reasoning to the conclusion. The question must be answerable from the image and common knowledge.
+Write exactly this format and nothing else:
+Question: <question>
+Answer: <step-by-step answer>""",
+}
+
+# The worked example shown before every request (few_shot: true).
+LLAVA_EXAMPLE_CONTEXT = """Captions:
+- Two children fly a red kite on a grassy hill.
+- A boy and a girl play with a kite in an open park on a windy day.
+- A kite high in the air above two kids standing on green grass.
+Objects:
+- person: [0.210, 0.520, 0.330, 0.910]
+- person: [0.400, 0.550, 0.490, 0.900]
+- kite: [0.620, 0.080, 0.720, 0.230]"""
+
+LLAVA_EXAMPLES = {
+    "conversation": """Question: How many children are in the image?
+Answer: There are two children, a boy and a girl, standing on a grassy hill.
+Question: What are they doing?
+Answer: They are flying a red kite together.
+Question: Where is the kite compared with the children?
+Answer: The kite is high up in the sky, above and to the right of the children.
+Question: What is the ground like?
+Answer: The ground is a green, grassy hill in an open park.""",
+    "detail": """The image shows two children, a boy and a girl, standing close to each other on a green, grassy hill in an open park on a windy day. They are flying a bright red kite, which floats high in the sky in the upper right part of the picture, far above their heads. The children stand in the lower left half of the scene, side by side, with the kite's line reaching up and away from them. Apart from the two of them and the kite, the view is open: grass below and sky above, with plenty of room for the kite to fly.""",
+    "reasoning": """Question: Why are the weather and the place good for what the children are doing?
+Answer: The children are flying a kite, and a kite needs a steady wind to stay up. The kite is high in the air, which shows there is enough wind today. The hill is open grass with nothing nearby that the line could catch on or that would block the wind. Standing on a hill also puts them higher up, where the wind is usually stronger. So the windy day and the open hill make it a good time and place to fly a kite.""",
+}
+
+LLAVA_CONTEXT_NOTE = "Write about this image:"
+
+# The user turn of a detailed-description row (the teacher never sees these): one per row, drawn
+# per (image, sample) so the student does not learn a single fixed trigger phrase.
+LLAVA_DETAIL_INSTRUCTIONS = (
+    "Describe the image in detail.",
+    "What is going on in this picture? Describe it thoroughly.",
+    "Give a detailed description of this image.",
+    "Walk me through everything you can see in this image.",
+    "Write a thorough description of the scene in the image.",
+    "Explain in detail what this picture shows.",
+    "Describe this image carefully, including the objects in it and where they are.",
+    "What do you see in this image? Please be detailed.",
+)

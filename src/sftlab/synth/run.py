@@ -16,6 +16,10 @@ def run_synth(cfg: SynthConfig) -> SynthReport:
         from sftlab.synth.self_instruct import run_self_instruct
 
         return run_self_instruct(cfg, teacher)
+    if cfg.pipeline == "llava":
+        from sftlab.synth.llava import run_llava
+
+        return run_llava(cfg, teacher)
     from sftlab.synth.evol_instruct import run_evol_instruct
 
     return run_evol_instruct(cfg, teacher)
