@@ -45,8 +45,8 @@ CASES = [
          skip_reason="missing_role"),
     Case("empty assistant content", "empty_assistant.jsonl", ["empty_assistant.jsonl:1 [messages[1].content]",
                                                               "empty assistant content"], skip_reason="empty_content"),
-    Case("non-text content part", "unsupported_part.jsonl", ["unsupported_part.jsonl:1 [messages[0].content[1].type]",
-                                                             "'image_url'"], skip_reason="unsupported_part"),
+    Case("content part that is neither text nor an image", "unsupported_part.jsonl",
+         ["unsupported_part.jsonl:1 [messages[0].content[1].type]", "'input_audio'"], skip_reason="unsupported_part"),
     Case("no assistant turn", "no_assistant.jsonl", ["no_assistant.jsonl:1 [messages]", "no assistant turn"],
          skip_reason="no_assistant"),
     Case("conversation ends on a user turn", "ends_on_user.jsonl", ["ends_on_user.jsonl:1 [messages[2]]", "ends on a user turn"],
@@ -75,6 +75,19 @@ CASES = [
     Case("`columns` maps a column the file does not have", "missing_mapped_column.csv",
          ["missing_mapped_column.csv [columns]", "output -> 'anwser'", "its columns: answer, question",
           "`columns: {OUR_FIELD: YOUR_COLUMN}`"], kwargs={"columns": {"instruction": "question", "output": "anwser"}}),
+    # multimodal rows (LLaVA / TRL / OpenAI image parts); more in tests/test_multimodal_data.py
+    Case("image file that does not exist (LLaVA row, path relative to the data file)", "missing_image.jsonl",
+         ["missing_image.jsonl:1 [image]", "image file not found: tests/data/bad/coco/train2017/000000033471.jpg",
+          "relative to the data file's folder", "`image_dir:`"], skip_reason="missing_image"),
+    Case("image file that does not decode (truncated)", "unreadable_image.jsonl",
+         ["unreadable_image.jsonl:1 [messages[0].content[0].image_url.url]", "tests/data/bad/truncated.png",
+          "truncated"], skip_reason="unreadable_image"),
+    Case("more `<image>` placeholders than images", "too_many_placeholders.jsonl",
+         ["too_many_placeholders.jsonl:1 [images]", "2 `<image>` placeholder(s)", "1 image(s) in `images`"],
+         skip_reason="too_many_placeholders"),
+    Case("fewer `<image>` placeholders than images", "too_few_placeholders.jsonl",
+         ["too_few_placeholders.jsonl:1 [images]", "2 image(s) in `images`", "only 1 `<image>` placeholder(s)"],
+         skip_reason="too_few_placeholders"),
 ]
 
 

@@ -82,7 +82,8 @@ class CurateConfig(Strict):
 
         stats = self.stats or self.output + ".stats.json"
         return self.model_copy(update={
-            "inputs": [i.model_copy(update={"path": fix(i.path), "name": i.display_name()}) for i in self.inputs],
+            "inputs": [i.model_copy(update={"path": fix(i.path), "name": i.display_name(),
+                                            "image_dir": fix(i.image_dir) if i.image_dir else None}) for i in self.inputs],
             "output": fix(self.output), "stats": fix(stats)})
 
 

@@ -32,6 +32,7 @@ class SourceConfig(Strict):
     streaming: bool = Field(False, description="stream a `datasets` source instead of loading it whole")
     limit: int | None = Field(default=None, ge=0, description="use only the first N rows")
     rejects: str | None = Field(None, description="with data.on_error: skip, write this source's skipped rows here (JSONL: file:line, reason, problems, the row); written whole at the end, empty when none")
+    image_dir: str | None = Field(None, description="multimodal data: the folder relative image paths start from (LLaVA's `image: coco/train2017/x.jpg` with image_dir: the folder holding coco/); default: the data file's folder (for `datasets` sources: the current folder). Every image is checked when its row loads")
 
     @field_validator("format")
     @classmethod
@@ -52,7 +53,8 @@ class SourceConfig(Strict):
     def load_kwargs(self) -> dict:
         """Keyword arguments for load_conversations / iter_conversations (sources = self.path)."""
         return {"format": self.format, "columns": self.columns, "split": self.split,
-                "streaming": self.streaming, "limit": self.limit, "rejects_path": self.rejects}
+                "streaming": self.streaming, "limit": self.limit, "rejects_path": self.rejects,
+                "image_dir": self.image_dir}
 
     def load(self, **kw):
         """Load this source: a built-in set (builtin:tasks-train, builtin:tasks-eval; `limit` applies),

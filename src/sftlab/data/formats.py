@@ -10,6 +10,12 @@ Five input formats, detected from a row's keys (first match wins, in this order)
 | `prompt_completion` | prompt, completion         |                             |
 | `text`              | text                       |                             |
 
+Images (LLaVA-style multimodal data): the conversation formats (all but `text`) also take a row-level
+`images` list (TRL) or `image` (LLaVA: one reference or a list), and OpenAI content parts
+`{"type": "image_url", "image_url": {"url": ...}}` / `{"type": "image", "image": ...}`; a bare
+`{"type": "image"}` part takes the next entry of the row's `images`. Each image stands in the text as
+the `<image>` placeholder; `Conversation.images` lists them in placeholder order (see `ImageRefs`).
+
 Every problem in a row is collected (not only the first) and raised as one `RowError`, whose
 problems carry a short reason code (`unknown_role`, `empty_content`, ...) used to count skips.
 
@@ -21,11 +27,13 @@ itself are not dropped: they go to `Conversation.meta`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from sftlab.conversation import ROLES, Conversation, Message
-from sftlab.errors import Problem
+from sftlab.conversation import IMAGE_PLACEHOLDER, ROLES, Conversation, Message
+from sftlab.errors import DataError, Problem
 
 FORMATS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "prompt_completion", "text")
 
@@ -36,11 +44,13 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "prompt_completion": ("prompt", "completion"),
     "text": ("text",),
 }
+# Row-level image fields (any conversation format): TRL's `images` list, LLaVA's `image`.
+IMAGE_KEYS: tuple[str, ...] = ("images", "image")
 OPTIONAL: dict[str, tuple[str, ...]] = {
-    "messages": (),
-    "sharegpt": ("system",),
-    "alpaca": ("input", "system", "history"),
-    "prompt_completion": (),
+    "messages": IMAGE_KEYS,
+    "sharegpt": ("system", *IMAGE_KEYS),
+    "alpaca": ("input", "system", "history", *IMAGE_KEYS),
+    "prompt_completion": IMAGE_KEYS,
     "text": (),
 }
 # Formats whose fields hold a conversation; a row matching two of them is ambiguous (text is not one:
@@ -50,8 +60,8 @@ CONVERSATION_FORMATS: tuple[str, ...] = ("messages", "sharegpt", "alpaca", "prom
 COMMON_KEYS = ("id", "meta", "source")
 # Names accepted as keys of `columns=` (our field name -> the user's column name).
 FIELD_NAMES: tuple[str, ...] = tuple(
-    dict.fromkeys(k for f in FORMATS for k in REQUIRED[f] + OPTIONAL[f])
-) + ("id",)
+    dict.fromkeys(k for f in FORMATS for k in REQUIRED[f] + OPTIONAL[f] if k not in IMAGE_KEYS)
+) + ("id", *IMAGE_KEYS)
 
 # Role names seen in the wild -> ours. Matched case-insensitively. `function_call` is the
 # model's own tool call in LLaMA-Factory's ShareGPT (human, function_call, observation, gpt), so
@@ -157,18 +167,27 @@ class RowNotes:
     dropped_system: int = 0  # empty system messages removed
     # message key -> [messages that had it, of those: training flags saying "do not train"]
     ignored_keys: dict[str, list[int]] = field(default_factory=dict)
+    placeholders_added: int = 0  # 1: LLaVA's rule put `<image>\n` before the first user turn (images, no placeholder)
+    placeholder_without_images: bool = False  # `<image>` in the text of a row with no images: loaded as text
+
+
+# Where an image part with its own reference stands in a message's text until the row's images are
+# put in placeholder order (NUL never occurs in loaded JSON text; see _Row.content).
+_PART_MARK = re.compile("\x00img(\\d+)\x00|" + re.escape(IMAGE_PLACEHOLDER))
 
 
 class _Row:
     """Collects problems for one row so all of them are reported together."""
 
-    __slots__ = ("where", "problems", "dropped_system", "ignored_keys")
+    __slots__ = ("where", "problems", "dropped_system", "ignored_keys", "part_images", "bare_parts")
 
     def __init__(self, where: str):
         self.where = where
         self.problems: list[tuple[str, Problem]] = []
         self.dropped_system = 0
         self.ignored_keys: dict[str, list[int]] = {}
+        self.part_images: list[tuple[str, Any]] = []  # (field, value) of image parts that carry their own reference
+        self.bare_parts: list[str] = []  # fields of {"type": "image"} parts without one (they take the row's `images`)
 
     def ignore_keys(self, m: dict, used: tuple[str, str], assistant: bool) -> None:
         """Count the keys of message `m` other than `used`. A null value counts as absent: Parquet
@@ -202,21 +221,49 @@ class _Row:
             )
         return ""
 
+    def image_part(self, part: dict, pf: str) -> str | None:
+        """An image content part -> its place in the text, or None (a problem was added). With its own
+        reference (image_url.url, image_url as a string, image/url/path of a {"type": "image"} part) it
+        is marked for to_conversation to put in order; a bare {"type": "image"} is the `<image>`
+        placeholder that takes the next entry of the row's `images`."""
+        if part.get("type") == "image_url":
+            url = part.get("image_url")
+            key, value = (f"{pf}.image_url.url", url.get("url")) if isinstance(url, dict) else (f"{pf}.image_url", url)
+            if value is None:
+                self.add("missing_field", key, "image_url part without a url",
+                         'write it as {"type": "image_url", "image_url": {"url": "path, file://, data: or http(s) URL"}}')
+                return None
+        else:
+            key = next((k for k in ("image", "url", "path") if part.get(k) is not None), None)
+            if key is None:
+                self.bare_parts.append(pf)
+                return IMAGE_PLACEHOLDER
+            key, value = f"{pf}.{key}", part[key]
+        self.part_images.append((key, value))
+        return f"\x00img{len(self.part_images) - 1}\x00"
+
     def content(self, value: Any, field: str, message: dict) -> str | None:
-        """Message content: a string, or a list of {"type": "text", "text": ...} parts (joined by \\n)."""
+        """Message content: a string, or a list of parts joined by \\n: {"type": "text", "text": ...},
+        and image parts, each of which stands in the text as `<image>` (see image_part)."""
         if isinstance(value, str):
             return value
         if isinstance(value, list):
             texts = []
             for j, part in enumerate(value):
                 pf = f"{field}[{j}]"
+                kind = part.get("type", "text") if isinstance(part, dict) else None
                 if not isinstance(part, dict):
                     self.add("wrong_type", pf, f"content part must be an object, got {type_name(part)} {short(part)}",
                              'write parts as {"type": "text", "text": "..."}')
-                elif part.get("type", "text") != "text":
+                elif kind in ("image_url", "image"):
+                    text = self.image_part(part, pf)
+                    if text is not None:
+                        texts.append(text)
+                elif kind != "text":
                     self.add("unsupported_part", pf + ".type",
-                             f"content part of type {short(part.get('type'))} is not supported; only 'text' parts are",
-                             "remove non-text parts (images, audio, files) or drop this row")
+                             f"content part of type {short(part.get('type'))} is not supported; only 'text' and image "
+                             "('image_url', 'image') parts are",
+                             "remove other parts (audio, files) or drop this row")
                 elif not isinstance(part.get("text"), str):
                     self.add("wrong_type", pf + ".text",
                              f"text part needs a string 'text', got {type_name(part.get('text'))}",
@@ -393,6 +440,160 @@ def _text(rec: dict, row: _Row, require_response: bool) -> list[Message]:
     return [Message("assistant", text)]
 
 
+# ---- images ----------------------------------------------------------------------------------
+
+
+class ImageRefs:
+    """How a loader turns the image values of rows into checked references (`Conversation.images`).
+
+    A string is resolved by sftlab.multimodal.images.resolve_image_ref: a relative path against
+    `base_dir` (the data file's folder, or the source's `image_dir`), a file:// URL to its path,
+    data: and http(s) URLs kept. Image bytes (a {"bytes", "path"} struct as `datasets` and Parquet
+    hold them, raw bytes) and decoded PIL images are written once to the image cache and referenced
+    by that path. Every reference is checked (it exists, and opens and decodes with PIL; a remote
+    URL is downloaded, or refused while offline), each distinct one once per ImageRefs."""
+
+    def __init__(self, base_dir: str | Path | None = None, *, check: bool = True, from_image_dir: bool = False):
+        self.base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
+        self.check = check
+        self.from_image_dir = from_image_dir  # base_dir is the source's image_dir (for the messages)
+        self._checked: dict[str, tuple[str, str, str] | None] = {}
+
+    def _where_relative(self, value: str) -> str:
+        base = "the source's image_dir" if self.from_image_dir else "the data file's folder"
+        return f"{value.strip()!r} is relative to {base}, {self.base_dir}"
+
+    def reference(self, value: Any, field: str, row: _Row) -> str | None:
+        """One image value -> a checked reference, or None (a problem was added to `row`)."""
+        from sftlab.multimodal import images as im
+
+        relative = ""  # the path as written, when it is relative to base_dir
+        try:
+            if isinstance(value, dict) and ("bytes" in value or "path" in value):
+                data, path = value.get("bytes"), value.get("path")
+                if isinstance(data, (bytes, bytearray, memoryview)) and len(data):
+                    ref = im.store_image_bytes(bytes(data), path if isinstance(path, str) else "")
+                elif isinstance(path, str) and path:
+                    ref = im.resolve_image_ref(path, self.base_dir)
+                    relative = path if self._is_relative(path) else ""
+                else:
+                    row.add("missing_image", field, f"image struct has neither bytes nor a path: {short(value, 80)}",
+                            'give {"bytes": <image file bytes>} or {"path": "..."}')
+                    return None
+            elif isinstance(value, str) or (isinstance(value, dict) and isinstance(value.get("url"), str)):
+                text = value if isinstance(value, str) else value["url"]
+                ref = im.resolve_image_ref(text, self.base_dir)
+                relative = text if self._is_relative(text) else ""
+            elif isinstance(value, (bytes, bytearray)):
+                ref = im.store_image_bytes(bytes(value))
+            elif hasattr(value, "save") and hasattr(value, "size") and hasattr(value, "mode"):  # a PIL image
+                ref = im.store_pil_image(value)
+            else:
+                row.add("wrong_type", field, f"an image must be a path or URL string (or image bytes), got "
+                        f"{type_name(value)} {short(value)}", "write the image's path, or a file://, data: or http(s) URL")
+                return None
+        except DataError as e:
+            p = e.problems[0]
+            row.add("bad_image_ref", field, p.message, p.fix)
+            return None
+        if not self.check:
+            return ref
+        if ref not in self._checked:
+            self._checked[ref] = im.image_problem(ref)
+        problem = self._checked[ref]
+        if problem is None:
+            return ref
+        reason, message, fix = problem
+        if relative:  # say it in the user's terms: the folder as given, not an absolute path
+            message = message.replace(ref, str(self.base_dir / relative.strip()))
+            message = f"{message} ({self._where_relative(relative)})"
+            if reason == "missing_image" and self.from_image_dir:
+                fix = "put the image there, or correct `image_dir:` on the data source (relative image paths start there)"
+            elif reason == "missing_image":
+                fix = ("put the image there, or set `image_dir:` on the data source to the folder the relative image "
+                       "paths start from (default: the data file's folder)")
+        row.add(reason, field, message, fix)
+        return None
+
+    @staticmethod
+    def _is_relative(text: str) -> bool:
+        text = text.strip()
+        return not (text.startswith(("~", "data:", "http://", "https://")) or "://" in text or Path(text).is_absolute())
+
+
+def _row_image_values(rec: dict, row: _Row) -> tuple[str, list[tuple[str, Any]]] | None:
+    """The row-level images (`images` list or LLaVA `image`: one value or a list) as (field, value)
+    pairs with the key they came from; None if the row has none (absent, null, "" or [])."""
+    given = [k for k in IMAGE_KEYS if rec.get(k) is not None and not (isinstance(rec[k], (str, list, tuple)) and not rec[k])]
+    if not given:
+        return None
+    if len(given) > 1:
+        row.add("two_image_fields", given[1], "row has both `images` and `image`; only one list of images can be "
+                "matched to the placeholders", "keep one of them (several images go in one list)")
+        return None
+    key = given[0]
+    value = rec[key]
+    if isinstance(value, (list, tuple)):
+        return key, [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    return key, [(key, value)]
+
+
+def _attach_images(rec: dict, fmt: str, messages: list[Message], row: _Row,
+                   refs: ImageRefs | None) -> tuple[list[Message], tuple[str, ...], int, bool]:
+    """Put a row's images in placeholder order: (messages with every image as `<image>`, image
+    references, 1 if the LLaVA rule put `<image>\\n` before the first user turn, whether `<image>` is
+    in the text of a row that has no images). Problems go to `row`."""
+    listed = _row_image_values(rec, row)
+    if listed is None and not row.part_images and not row.bare_parts:
+        if row.problems:
+            return messages, (), 0, False
+        return messages, (), 0, any(IMAGE_PLACEHOLDER in m.content for m in messages)
+    key, values = listed if listed is not None else ("images", [])
+    slots = sum(m.content.count(IMAGE_PLACEHOLDER) for m in messages)
+    added = 0
+    if slots == 0 and not row.part_images and values:
+        # LLaVA's rule: an image with no placeholder goes before the first user turn's text
+        first = next((i for i, m in enumerate(messages) if m.role == "user"), None)
+        if first is None:
+            row.add("no_placeholder", key, f"row has {len(values)} image(s), no `<image>` placeholder and no user turn to "
+                    "put one in", "write `<image>` where each image belongs, or drop this row")
+            return messages, (), 0, False
+        m = messages[first]
+        put = (IMAGE_PLACEHOLDER + "\n") * len(values)
+        messages = [*messages[:first], Message(m.role, put + m.content), *messages[first + 1:]]
+        slots, added = len(values), 1
+    if slots != len(values):
+        holds = f"{slots} `<image>` placeholder(s) (in the text or as bare {{\"type\": \"image\"}} parts)"
+        has = f"{len(values)} image(s) in `{key}`" if listed is not None else "no `images` list"
+        own = (f"; the {len(row.part_images)} image part(s) with their own url/image take none of them"
+               if row.part_images else "")
+        if slots > len(values):
+            where = key if listed is not None else (row.bare_parts[0] if row.bare_parts else REQUIRED[fmt][0])
+            row.add("too_many_placeholders", where, f"the messages hold {holds} but the row has {has}{own}; "
+                    "each placeholder takes the next image of the list, in order",
+                    f"give one image per placeholder, in order (add the missing ones to `{key}`), or remove the extra "
+                    "`<image>`")
+        else:
+            row.add("too_few_placeholders", key, f"the row has {has} but the messages hold only {holds}{own}; "
+                    "each image needs its own placeholder where it belongs",
+                    f"write one `<image>` per image, in order, in the messages' text, or drop the extra images from `{key}` "
+                    "(a row with no placeholder at all gets `<image>\\n` before its first user turn)")
+        return messages, (), 0, False
+    ordered: list[tuple[str, Any]] = []
+    listed_iter = iter(values)
+
+    def place(match: re.Match) -> str:
+        k = match.group(1)
+        ordered.append(row.part_images[int(k)] if k is not None else next(listed_iter))
+        return IMAGE_PLACEHOLDER
+
+    out = [m if "\x00" not in m.content and IMAGE_PLACEHOLDER not in m.content
+           else Message(m.role, _PART_MARK.sub(place, m.content)) for m in messages]
+    refs = refs if refs is not None else ImageRefs()
+    images = tuple(refs.reference(v, f, row) for f, v in ordered)
+    return out, images, added, False
+
+
 ADAPTERS = {
     "messages": _messages,
     "sharegpt": _sharegpt,
@@ -406,11 +607,12 @@ _CONSUMED = {f: frozenset(REQUIRED[f] + OPTIONAL[f] + COMMON_KEYS) for f in FORM
 
 
 def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool = True,
-                    detected: bool = False) -> tuple[Conversation, RowNotes]:
-    """One row -> (Conversation, RowNotes: empty system messages dropped, message keys ignored).
-    Raises RowError. `detected`: the format was detected, not chosen, so a row that also holds
-    another format's conversation (e.g. both `messages` and `conversations`) is an error instead
-    of one of them going to meta unnoticed."""
+                    detected: bool = False, images: ImageRefs | None = None) -> tuple[Conversation, RowNotes]:
+    """One row -> (Conversation, RowNotes: empty system messages dropped, message keys ignored,
+    image placeholders added). Raises RowError. `detected`: the format was detected, not chosen, so
+    a row that also holds another format's conversation (e.g. both `messages` and `conversations`)
+    is an error instead of one of them going to meta unnoticed. `images`: how image values become
+    checked references (default: relative paths against the current folder, every image checked)."""
     row = _Row(source)
     if not isinstance(rec, dict):
         row.add("not_an_object", "", f"expected a JSON object, got {type_name(rec)} {short(rec)}",
@@ -437,6 +639,12 @@ def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool =
     messages = ADAPTERS[fmt](rec, row, require_response)
     if row.problems:
         raise RowError(row.problems)
+    image_refs: tuple[str, ...] = ()
+    added, stray = 0, False
+    if fmt != "text":
+        messages, image_refs, added, stray = _attach_images(rec, fmt, messages, row, images)
+        if row.problems:
+            raise RowError(row.problems)
 
     # A text document saved in the canonical form comes back as one assistant message: keep it a
     # text row, or the renderer would wrap it in a chat template.
@@ -452,5 +660,6 @@ def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool =
     meta["format"] = fmt  # the format the row was read in (load stats by format)
     rid = rec.get("id")
     rid = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid) else ""
-    conv = Conversation(messages=tuple(messages), source=source, id=rid, meta=meta, kind="text" if fmt == "text" else "chat")
-    return conv, RowNotes(row.dropped_system, row.ignored_keys)
+    conv = Conversation(messages=tuple(messages), source=source, id=rid, meta=meta, kind="text" if fmt == "text" else "chat",
+                        images=image_refs)
+    return conv, RowNotes(row.dropped_system, row.ignored_keys, added, stray)

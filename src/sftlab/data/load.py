@@ -7,6 +7,10 @@ format; or forced with format=) -> adapter + validation -> Conversation. Problem
   on_error="skip":  skip the row, count it by reason, write it to `rejects_path` (JSONL) if given.
 A file that cannot be used at all (empty, unreadable, columns missing) is, in skip mode, skipped
 whole and listed in `stats.skipped_files`. Loading nothing at all is always an error.
+
+Images (multimodal rows, see formats.py): relative image paths resolve against the data file's folder,
+or `image_dir` when given (for `datasets` sources: the current folder); every image is checked when
+its row loads (missing, unreadable, remote while offline: a row problem like any other).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from sftlab.data.formats import (
     MESSAGE_KEY_NOTES,
     REQUIRED,
     TRAINING_FLAG_KEYS,
+    ImageRefs,
     RowError,
     detect_format,
     formats_help,
@@ -97,6 +102,11 @@ class LoadStats:
     empty_row_examples: list[str] = field(default_factory=list)  # their first few file:row
     unused_columns: dict[str, list[str]] = field(default_factory=dict)  # file -> `columns` values it does not have
     ignored_message_keys: dict[str, IgnoredKey] = field(default_factory=dict)  # key -> counts, loaded rows only
+    images: int = 0  # image references in loaded rows
+    image_rows: int = 0  # loaded rows with at least one image
+    image_placeholders_added: int = 0  # rows given `<image>\n` before their first user turn (LLaVA rule)
+    placeholder_without_images: int = 0  # rows with `<image>` in their text but no images (loaded as text)
+    placeholder_examples: list[str] = field(default_factory=list)  # the first few of those (file:line)
 
     def add_ignored_keys(self, source: str, keys: dict[str, list[int]]) -> None:
         for key, (n_messages, n_not_trained) in keys.items():
@@ -130,6 +140,15 @@ class LoadStats:
             lines.append(f"  columns mapping not used in {name}: it has no column {', '.join(map(repr, cols))}")
         if self.dropped_empty_system:
             lines.append(f"  dropped {self.dropped_empty_system:,} empty system message(s)")
+        if self.image_rows:
+            lines.append(f"  images: {self.images:,} in {self.image_rows:,} row(s)")
+        if self.image_placeholders_added:
+            lines.append(f"  put `<image>\\n` before the first user turn of {self.image_placeholders_added:,} row(s) that had "
+                         "images but no `<image>` placeholder (LLaVA's rule)")
+        if self.placeholder_without_images:
+            shown = ", ".join(self.placeholder_examples) + (", ..." if self.placeholder_without_images > len(self.placeholder_examples) else "")
+            lines.append(f"  {self.placeholder_without_images:,} row(s) have `<image>` in their text but no images; loaded as "
+                         f"text, the `<image>` kept as written ({shown})")
         if self.ignored_message_keys:
             lines.append("  ignored message keys (a message keeps only its role and content):")
             for key, ik in sorted(self.ignored_message_keys.items(), key=lambda kv: (-kv[1].messages, kv[0])):
@@ -315,7 +334,8 @@ def _open_dataset(src: _Source, split: str, streaming: bool) -> tuple[Any, str]:
 class _Loader:
     def __init__(self, sources: list[_Source], *, format: str, columns: dict[str, str] | None, on_error: OnError,
                  rejects_path: Path | None, split: str, streaming: bool, limit: int | None,
-                 require_response: bool, max_line_bytes: int, text_blocks: bool, stats: LoadStats):
+                 require_response: bool, max_line_bytes: int, text_blocks: bool, stats: LoadStats,
+                 image_dir: Path | None = None):
         self.sources = sources
         self.format = format
         self.columns = columns
@@ -328,6 +348,7 @@ class _Loader:
         self.max_line_bytes = max_line_bytes
         self.text_blocks = text_blocks
         self.stats = stats
+        self.image_dir = image_dir
         self._rejects: AtomicFile | None = None
 
     # rejects: written to a temp file beside the target, moved into place at the end
@@ -342,7 +363,7 @@ class _Loader:
             entry["row"] = record
         elif raw is not None:
             entry["raw"] = raw
-        self._rejects.write(orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+        self._rejects.write(orjson.dumps(entry, default=_json_default, option=orjson.OPT_NON_STR_KEYS) + b"\n")
 
     def _finish_rejects(self) -> None:
         if self.rejects_path is None:
@@ -507,10 +528,18 @@ class _Loader:
             src.display, "", f"{missing}the file has columns {', '.join(header)}{mapped}, but {need}",
             f"rename the columns, or map them on the data source, e.g. {self._suggest(header)}"))
 
+    def _image_refs(self, src: _Source) -> ImageRefs:
+        """Relative image paths start at image_dir, else the data file's folder (datasets: the current folder)."""
+        if self.image_dir is not None:
+            return ImageRefs(self.image_dir, from_image_dir=True)
+        file = src.path is not None and src.kind not in ("hf", "hf_disk", "hf_object")
+        return ImageRefs(src.path.parent if file else Path.cwd())
+
     def _one_source(self, src: _Source) -> Iterator[Conversation]:
         problems: list[Problem] = []
         raising = self.on_error == "raise"
         by_file = 0
+        images = self._image_refs(src)
         try:
             for fmt, raw in self._with_format(self._rows(src), src):
                 error = raw.error
@@ -519,7 +548,7 @@ class _Loader:
                     try:
                         rec = rename_columns(raw.record, self.columns)
                         conv, notes = to_conversation(rec, fmt, raw.source, require_response=self.require_response,
-                                                      detected=self.format == "auto")
+                                                      detected=self.format == "auto", images=images)
                     except RowError as e:
                         error = e
                 if error is not None:
@@ -537,6 +566,14 @@ class _Loader:
                 self.stats.dropped_empty_system += notes.dropped_system
                 if notes.ignored_keys:
                     self.stats.add_ignored_keys(raw.source, notes.ignored_keys)
+                if conv.images:
+                    self.stats.images += len(conv.images)
+                    self.stats.image_rows += 1
+                    self.stats.image_placeholders_added += notes.placeholders_added
+                elif notes.placeholder_without_images:
+                    self.stats.placeholder_without_images += 1
+                    if len(self.stats.placeholder_examples) < 3:
+                        self.stats.placeholder_examples.append(raw.source)
                 by_file += 1
                 self.stats.by_file[src.display] = by_file
                 yield conv
@@ -554,10 +591,20 @@ class _Loader:
                 f"{len(problems[:MAX_PROBLEMS_PER_FILE])} problem(s) in {src.display}{more}; fix them, or {SKIP_HINT}:"))
 
 
+def _json_default(value: Any) -> Any:
+    """Rejects file: image bytes and decoded images are shown by size, not written out."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value):,} bytes>"
+    if hasattr(value, "size") and hasattr(value, "mode") and hasattr(value, "save"):
+        return f"<image {value.mode} {value.size[0]}x{value.size[1]}>"
+    return str(value)
+
+
 # ---- public API ----------------------------------------------------------------------------
 
 
-def _check_args(format: str, columns: dict[str, str] | None, on_error: str, limit: int | None) -> None:
+def _check_args(format: str, columns: dict[str, str] | None, on_error: str, limit: int | None,
+                image_dir: str | Path | None = None) -> None:
     problems = []
     if format != "auto" and format not in FORMATS:
         problems.append(f"format={format!r} is not one of auto, {', '.join(FORMATS)}")
@@ -573,6 +620,10 @@ def _check_args(format: str, columns: dict[str, str] | None, on_error: str, limi
                                     f"{', '.join(FIELD_NAMES)} (values are your column names)")
     if limit is not None and limit < 0:
         problems.append(f"limit={limit} must be >= 0")
+    if image_dir is not None and not Path(image_dir).expanduser().is_dir():
+        what = "is not a folder" if Path(image_dir).expanduser().exists() else "does not exist"
+        problems.append(f"image_dir={str(image_dir)!r} {what} (absolute: {Path(image_dir).expanduser().absolute()}); "
+                        "set it to the folder that relative image paths start from, or remove it to use the data file's folder")
     if problems:
         raise ConfigError("bad data loading options:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -590,6 +641,7 @@ def iter_conversations(
     require_response: bool = True,
     max_line_bytes: int = MAX_LINE_BYTES,
     text_blocks: bool = False,
+    image_dir: str | Path | None = None,
 ) -> ConversationStream:
     """Stream Conversations from files, folders, globs, 'hf:<id>' or dataset objects.
 
@@ -598,15 +650,17 @@ def iter_conversations(
     require_response=False accepts prompt-only rows (no assistant turn / ending on a user turn),
     for evaluation prompts. text_blocks=True splits .txt files into one document per
     blank-line-separated block (default: one document per file).
+    image_dir: the folder relative image paths start from (default: each data file's folder).
     Arguments and paths are checked now; rows are read as you iterate.
     """
-    _check_args(format, columns, on_error, limit)
+    _check_args(format, columns, on_error, limit, image_dir)
     stats = LoadStats()
     srcs = resolve_sources(sources, stats.ignored_files, stats.folders)
     loader = _Loader(srcs, format=format, columns=columns, on_error=on_error,
                      rejects_path=Path(rejects_path) if rejects_path is not None else None, split=split,
                      streaming=streaming, limit=limit, require_response=require_response,
-                     max_line_bytes=max_line_bytes, text_blocks=text_blocks, stats=stats)
+                     max_line_bytes=max_line_bytes, text_blocks=text_blocks, stats=stats,
+                     image_dir=Path(image_dir).expanduser() if image_dir is not None else None)
     return ConversationStream(loader.run(), stats)
 
 
@@ -623,9 +677,10 @@ def load_conversations(
     require_response: bool = True,
     max_line_bytes: int = MAX_LINE_BYTES,
     text_blocks: bool = False,
+    image_dir: str | Path | None = None,
 ) -> LoadResult:
     """Load every Conversation into a list (see iter_conversations for the arguments)."""
     stream = iter_conversations(sources, format=format, columns=columns, on_error=on_error, rejects_path=rejects_path,
                                 split=split, streaming=streaming, limit=limit, require_response=require_response,
-                                max_line_bytes=max_line_bytes, text_blocks=text_blocks)
+                                max_line_bytes=max_line_bytes, text_blocks=text_blocks, image_dir=image_dir)
     return LoadResult(list(stream), stream.stats)

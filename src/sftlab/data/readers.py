@@ -371,6 +371,32 @@ def read_text(path: Path, display: str, blocks: bool = False) -> Iterator[RawRow
 # ---- datasets ------------------------------------------------------------------------------
 
 
+def _has_image_feature(feature: Any) -> bool:
+    """A `datasets.Image` anywhere in a feature (top level, in a List/Sequence, in a dict)."""
+    if type(feature).__name__ == "Image" and type(feature).__module__.startswith("datasets."):
+        return True
+    if isinstance(feature, dict):
+        return any(_has_image_feature(f) for f in feature.values())
+    if isinstance(feature, (list, tuple)):
+        return any(_has_image_feature(f) for f in feature)
+    inner = getattr(feature, "feature", None)
+    return inner is not None and _has_image_feature(inner)
+
+
+def _undecoded(ds: Any) -> Any:
+    """A dataset with image columns, iterated without decoding them: each image comes as its
+    {"bytes", "path"} struct (the original file bytes, kept as they are), not as a PIL image that
+    would have to be encoded again. Rows keep their order. Datasets without images are unchanged."""
+    features = getattr(ds, "features", None)
+    if not features or not _has_image_feature(dict(features)):
+        return ds
+    try:
+        it = ds if hasattr(ds, "decode") else ds.to_iterable_dataset()
+        return it.decode(False)
+    except Exception:  # noqa: BLE001 - an older `datasets`: decoded PIL images are stored as PNG instead
+        return ds
+
+
 def read_dataset(ds: Any, name: str, split: str) -> Iterator[RawRow]:
-    for i, rec in enumerate(ds):
+    for i, rec in enumerate(_undecoded(ds)):
         yield RawRow(f"hf:{name}[{split}][{i}]", rec)
