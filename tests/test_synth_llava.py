@@ -319,3 +319,18 @@ def test_bad_records_and_config_are_reported_at_once(tmp_path):
     cfg.write_text(yaml.safe_dump({"pipeline": "llava", "output": "o.jsonl", "teacher": {"model": "x"}}))
     with pytest.raises(ConfigError, match="llava"):
         load_synth_config(cfg)
+
+
+def test_local_model_teacher_runs_and_its_failures_are_counted(tmp_path):
+    """The in-process backend (kind: local) through the same pipeline: a tiny random model cannot
+    follow the format, so every answer is rejected -- counted by reason, none written, none lost."""
+    from helpers import make_model_folder
+
+    folder = make_model_folder(tmp_path)
+    cfg = SynthConfig.model_validate({
+        "pipeline": "llava", "output": str(tmp_path / "out.jsonl"), "teacher": {"kind": "local", "model": str(folder)},
+        "llava": {"input": str(write_records(tmp_path / "in.jsonl", RECORDS[:1])), "max_tokens": 16}})
+    report = run_synth(cfg)
+    assert report.call_stats["calls"] == 3 and report.call_stats["ok"] == 3
+    assert report.rows_total == 0 and sum(report.rejected.values()) == 3
+    assert {k.split(":")[0] for k in report.rejected} == {"conversation", "detail", "reasoning"}
