@@ -279,6 +279,11 @@ CLI_CASES = [
          ["1 problem(s) in the config", "train.packed_attention: got False", "this key moved: write it as train.speed.packed_attention"]),
     Case("override of a speed key by its old name (before train.speed)", _override("train.fused_lora=false"),
          ["'train.fused_lora' moved to 'train.speed.fused_lora'", "write train.speed.fused_lora=false"]),
+    Case("image file that does not exist (LLaVA row; relative paths start at the data file's folder)",
+         lambda t: _data(t, [{"id": "1", "image": "coco/train2017/000000033471.jpg", "conversations": [
+             {"from": "human", "value": "<image>\nWhat colour is the bus?"}, {"from": "gpt", "value": "White and red."}]}]),
+         ["bad.jsonl:1 [image]", "image file not found: $TMP/data/coco/train2017/000000033471.jpg",
+          "relative to the data file's folder", "set `image_dir:` on the data source", "`data.on_error: skip`"]),
 ]
 
 
