@@ -17,6 +17,8 @@ from sftlab.errors import DataError, Problem
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_SETS = {"tasks-train": 0, "tasks": 0, "tasks-eval": 1}  # name -> index in train_eval_split()
+# the multimodal shapes suite (sftlab.builtin.shapes): written once into cache_dir()/shapes, then read
+SHAPES_SETS = ("shapes-stage1", "shapes-stage2", "shapes-eval")
 
 
 class SourceConfig(Strict):
@@ -25,7 +27,8 @@ class SourceConfig(Strict):
     columns maps OUR field name -> YOUR column name, e.g. {instruction: question, output: answer}.
     """
 
-    path: str = Field(description="file, folder, glob, hub dataset id, or builtin:tasks-train / builtin:tasks-eval")
+    path: str = Field(description="file, folder, glob, hub dataset id, or builtin:tasks-train / builtin:tasks-eval "
+                      "(multimodal: builtin:shapes-stage1 / builtin:shapes-stage2 / builtin:shapes-eval)")
     format: str = Field("auto", description="auto, messages, sharegpt, alpaca, prompt_completion or text")
     columns: dict[str, str] | None = Field(None, description="our field name -> your column name")
     split: str = Field("train", description="split for `datasets` sources")
@@ -57,18 +60,26 @@ class SourceConfig(Strict):
                 "image_dir": self.image_dir}
 
     def load(self, **kw):
-        """Load this source: a built-in set (builtin:tasks-train, builtin:tasks-eval; `limit` applies),
+        """Load this source: a built-in set (builtin:tasks-train, builtin:tasks-eval, builtin:shapes-stage1,
+        builtin:shapes-stage2, builtin:shapes-eval; `limit` applies),
         else load_conversations(self.path, **self.load_kwargs(), **kw). Returns a LoadResult."""
         from sftlab.data.load import LoadResult, LoadStats, load_conversations
 
         if not self.path.startswith(BUILTIN_PREFIX):
             return load_conversations(self.path, **{**self.load_kwargs(), **kw})
-        from sftlab.builtin.tasks import train_eval_split
-
         name = self.path.removeprefix(BUILTIN_PREFIX)
-        if name not in BUILTIN_SETS:
-            raise DataError(Problem(self.path, "path", "unknown built-in data set", "use builtin:tasks-train or builtin:tasks-eval"))
-        convs = train_eval_split(seed=0)[BUILTIN_SETS[name]]
+        if name in SHAPES_SETS:
+            from sftlab.builtin.shapes import load_set
+
+            convs = load_set(name, seed=0)
+        elif name in BUILTIN_SETS:
+            from sftlab.builtin.tasks import train_eval_split
+
+            convs = train_eval_split(seed=0)[BUILTIN_SETS[name]]
+        else:
+            raise DataError(Problem(self.path, "path", "unknown built-in data set",
+                                    "use builtin:tasks-train, builtin:tasks-eval, builtin:shapes-stage1, "
+                                    "builtin:shapes-stage2 or builtin:shapes-eval"))
         convs = convs[: self.limit] if self.limit else convs
         n = len(convs)
         return LoadResult(convs, LoadStats(rows_read=n, loaded=n, by_format={"built-in suite": n}, by_file={self.path: n}))
