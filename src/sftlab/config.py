@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from sftlab.configbase import Strict
 from sftlab.data.config import DataSourceConfig
@@ -94,11 +94,36 @@ class TrainConfig(Strict):
 MOVED_KEYS = {f"train.{k}": f"train.speed.{k}" for k in SpeedConfig.model_fields}
 
 
+class MultimodalConfig(Strict):
+    """multimodal: LLaVA-style vision-language tuning (docs/multimodal.md). With `vision_encoder` a new
+    LLaVA is assembled from it, model.name (the language model) and a fresh projector; without it,
+    model.name must already be a vision-language model (e.g. a stage-1 output folder)."""
+
+    vision_encoder: str | None = Field(None, description="builtin:tiny-siglip, or a CLIP/SigLIP hub id or folder; null = model.name is already a vision-language model")
+    image_size: int = Field(48, ge=8, description="builtin:tiny-siglip only: input size in pixels")
+    patch_size: int = Field(16, ge=1, description="builtin:tiny-siglip only: patch size (image tokens = (image_size / patch_size)^2)")
+    feature_layer: int = Field(-1, description="vision tower layer whose features the projector reads (LLaVA-1.5: -2)")
+    trainable: list[Literal["projector", "language_model", "vision_tower"]] = Field(
+        ["projector", "language_model"], min_length=1,
+        description="what trains: stage 1 (feature alignment) = [projector]; stage 2 = [projector, language_model] (LoRA on the language model when lora.enabled); add vision_tower to unfreeze the encoder")
+    seed: int = Field(0, description="seed of a new LLaVA's fresh weights (projector; the built-in tower)")
+
+
 class RunConfig(Strict):
     model: ModelConfig = ModelConfig()
     lora: LoraSettings = LoraSettings()
     data: DataConfig
     train: TrainConfig = TrainConfig()
+    multimodal: MultimodalConfig | None = Field(None, description="vision-language tuning (see multimodal.* below)")
+
+    @model_validator(mode="after")
+    def _lora_needs_language_model(self) -> "RunConfig":
+        mm = self.multimodal
+        if mm is not None and self.lora.enabled and "language_model" not in mm.trainable:
+            raise ValueError(f"lora.enabled: true adapts the language model, but multimodal.trainable is {mm.trainable}; "
+                             "for feature alignment (stage 1: projector only) set lora.enabled: false, "
+                             "or add language_model to multimodal.trainable")
+        return self
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the result (resume refuses a changed config)."""
@@ -111,6 +136,13 @@ class RunConfig(Strict):
         # tokens_per_batch whatever max_len is): a checkpoint made under another scheme saw its data
         # in another order, so resuming it would not continue the same run and must be refused
         payload["data_order"] = 2
+        # keys added after runs were saved: absent when unset, so older checkpoints keep their fingerprint
+        if payload.get("multimodal") is None:
+            payload.pop("multimodal", None)
+        for key in ("train", "eval"):
+            for src in payload["data"].get(key, []):
+                if src.get("image_dir") is None:
+                    src.pop("image_dir", None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -301,7 +333,7 @@ def reference_markdown() -> str:
              "unknown keys are errors.", ""]
     sections = [("model", ModelConfig), ("lora", LoraSettings), ("data", DataConfig),
                 ("data.train[] / data.eval[]", DataSourceConfig), ("train", TrainConfig),
-                ("train.speed", SpeedConfig)]
+                ("train.speed", SpeedConfig), ("multimodal", MultimodalConfig)]
     for title, model in sections:
         lines += [f"## `{title}`", "", *fields_table(model), ""]
     return "\n".join(lines)

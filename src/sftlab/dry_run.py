@@ -31,6 +31,8 @@ from pathlib import Path
 from sftlab.config import DataConfig, RunConfig
 from sftlab.conversation import Conversation
 from sftlab.errors import DataError, SftlabError, TemplateError
+from sftlab.multimodal import setup as mm_setup
+from sftlab.multimodal.vision import VisionInputs
 from sftlab.render import Rendered, Renderer, preflight
 
 
@@ -79,6 +81,7 @@ def dry_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, fo
         result.problems.append(refusal)
 
     # ---- tokenizer, template --------------------------------------------------------------------
+    vision = None
     try:
         tokenizer, described = load_tokenizer_only(cfg)
         say(f"model: {described}: tokenizer loaded ({type(tokenizer).__name__}, {len(tokenizer)} tokens), weights not loaded")
@@ -87,6 +90,10 @@ def dry_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, fo
         except SftlabError as e:  # train would stop at loading the model: said, and the data is still checked
             result.problems.append(str(e))
         added = apply_template(tokenizer, cfg.model.template, add_missing_tokens=cfg.model.add_special_tokens)
+        if mm_setup.is_multimodal(cfg):  # images expand to the model's image tokens, as train does
+            processor, tokenizer, more = mm_setup.setup_processor(cfg, tokenizer)
+            added += more
+            vision = VisionInputs(processor)
         renderer = Renderer(tokenizer, train_on=cfg.data.train_on)
         say(f"template: {cfg.model.template}" + (f" (adds {added})" if added else "")
             + f"; stop token {renderer.stop_text!r}; train_on: {cfg.data.train_on}")
@@ -99,7 +106,8 @@ def dry_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, fo
     prepared = None
     if renderer is not None:
         try:
-            prepared = prepare(renderer, data_cfg, cfg.train, pad_id=tokenizer.pad_token_id or 0, preflight_rows=None, store_cache=False)
+            prepared = prepare(renderer, data_cfg, cfg.train, pad_id=tokenizer.pad_token_id or 0, preflight_rows=None, store_cache=False,
+                               vision=vision)
         except (DataError, TemplateError) as e:
             rows, notes = find_bad_rows(renderer, data_cfg)
             result.bad_rows += rows

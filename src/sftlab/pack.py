@@ -40,6 +40,7 @@ class LengthReport:
     trained_tokens_out: int = 0
     partial_turns_untrained: int = 0  # assistant turns cut before their stop token: not trained
     dropped_no_trained: int = 0  # pieces left with nothing to train on
+    dropped_image_cut: int = 0  # multimodal examples whose cut would go through or drop an image: dropped whole
     dropped_ids: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -51,7 +52,8 @@ class LengthReport:
             f"examples were too long -> dropped {self.dropped}, truncated {self.truncated}, "
             f"split into {self.split_into} pieces; {self.partial_turns_untrained} partially cut assistant "
             f"turns left untrained; {self.dropped_no_trained} pieces dropped with nothing to train; "
-            f"tokens {self.tokens_in} -> {self.tokens_out}, trained tokens lost: {lost_trained} "
+            + (f"{self.dropped_image_cut} multimodal examples dropped (a cut would go through an image); " if self.dropped_image_cut else "")
+            + f"tokens {self.tokens_in} -> {self.tokens_out}, trained tokens lost: {lost_trained} "
             f"({100 * lost_trained / max(1, self.trained_tokens_in):.2f}%)"
         )
 
@@ -81,7 +83,7 @@ def _cut(r: Rendered, start: int, end: int, report: LengthReport, ascending: boo
     if not any(mask):
         report.dropped_no_trained += 1
         return None
-    return Rendered(ids, mask, ends, r.id, r.source, r.kind)
+    return Rendered(ids, mask, ends, r.id, r.source, r.kind, r.images, r.image_spans)
 
 
 def _ascending(xs: list[int]) -> bool:
@@ -107,6 +109,19 @@ def apply_length_policy(examples: list[Rendered], max_len: int, policy: LengthPo
             out.append(r)
             continue
         rep.too_long += 1
+        if r.images:
+            # an image's tokens are one unit, and pieces after the first would lose the image they talk
+            # about: a multimodal example is kept only as its first max_len tokens, and only when all
+            # its images lie inside them (truncate or split); otherwise dropped, counted
+            if policy != "drop" and r.image_spans[-1][1] <= max_len:
+                rep.truncated += 1
+                if (piece := _cut(r, 0, max_len, rep)) is not None:
+                    out.append(piece)
+                continue
+            rep.dropped += 1
+            rep.dropped_image_cut += policy != "drop"
+            rep.dropped_ids.append(r.source or r.id)
+            continue
         if policy == "drop":
             rep.dropped += 1
             rep.dropped_ids.append(r.source or r.id)
@@ -194,6 +209,7 @@ class Batch:
     attention_mask: torch.Tensor | None = None  # only for padded batches
     n_examples: int = 0
     n_tokens: int = 0  # real (non-pad) tokens
+    extra: dict = field(default_factory=dict)  # further model inputs: a multimodal batch's pixel_values, in token order
 
     @property
     def n_trained(self) -> int:
@@ -203,7 +219,7 @@ class Batch:
         d = {"input_ids": self.input_ids, "position_ids": self.position_ids, "use_cache": False}
         if self.attention_mask is not None:
             d["attention_mask"] = self.attention_mask
-        return d
+        return {**d, **self.extra}
 
 
 def collate_packed(examples: list[Rendered]) -> Batch:
@@ -258,6 +274,8 @@ class PackedDataset:
     pad_id: int = 0
     seed: int = 0
     order: PackOrder = "shuffled"
+    # multimodal data: sftlab.multimodal.vision.VisionInputs, which gives each batch its images' inputs
+    vision: object | None = None
     bins: list[list[int]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -293,7 +311,10 @@ class PackedDataset:
 
     def collate(self, example_indices: list[int]) -> Batch:
         items = [self.examples[i] for i in example_indices]
-        return collate_padded(items, self.pad_id) if self.padded else collate_packed(items)
+        batch = collate_padded(items, self.pad_id) if self.padded else collate_packed(items)
+        if self.vision is not None:  # rows in order, each row's images in order: the order of their tokens
+            batch.extra = self.vision.tensors([ref for r in items for ref in r.images])
+        return batch
 
     def batch(self, bin_index: int) -> Batch:
         return self.collate(self.bins[bin_index])

@@ -50,6 +50,8 @@ def data_fingerprint(rendered: list[Rendered]) -> str:
         h.update(len(r.input_ids).to_bytes(4, "little"))
         h.update(bytes(str(r.input_ids), "ascii"))
         h.update(bytes(r.loss_mask))
+        if r.images:  # which images (by reference), not their pixels: a resume refuses other images, not re-encoded ones
+            h.update("\n".join(r.images).encode())
     return h.hexdigest()[:16]
 
 
@@ -122,9 +124,26 @@ def render_checked(renderer: Renderer, convs: list[Conversation], desc: str, cac
     return rows, status
 
 
+def with_images(rendered: list[Rendered], convs: list[Conversation], vision, where: str) -> list[Rendered]:
+    """Rows with their images expanded to image tokens (multimodal runs); text-only runs refuse images."""
+    if vision is not None:
+        return vision.expand(rendered, convs)
+    with_imgs = [c for c in convs if c.images]
+    if with_imgs:
+        first = with_imgs[0]
+        raise DataError(Problem(first.source or first.id, "images",
+                                f"{len(with_imgs)} example(s) of {where} have images, but the model is a text-only language model",
+                                "train a vision-language model: set multimodal.vision_encoder (e.g. builtin:tiny-siglip) to "
+                                "assemble one, or point model.name at one (docs/multimodal.md)"))
+    return rendered
+
+
 def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id: int, *,
-            preflight_rows: int | None = PREFLIGHT_ROWS, store_cache: bool = True) -> Prepared:
-    """`preflight_rows`, `store_cache`: see render_checked (`sftlab train --dry-run`: every row, nothing stored)."""
+            preflight_rows: int | None = PREFLIGHT_ROWS, store_cache: bool = True, vision=None) -> Prepared:
+    """`preflight_rows`, `store_cache`: see render_checked (`sftlab train --dry-run`: every row, nothing stored).
+    `vision`: a multimodal run's sftlab.multimodal.vision.VisionInputs: each rendered row's `<image>`
+    tokens are expanded to the model's image tokens (before the length policy, which counts them) and
+    the batches carry the images' pixel inputs. Without it, data with images is refused."""
     convs, notes = load_sources(data.train, data.on_error, train_cfg.seed)
     if data.eval:
         eval_convs, eval_notes = load_sources(data.eval, data.on_error, train_cfg.seed)
@@ -145,20 +164,22 @@ def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id
     rendered, train_status = render_checked(renderer, convs, "render train", cache, check=True, preflight_rows=preflight_rows,
                                             store=store_cache)
     statuses = [f"train {train_status}"]
+    rendered = with_images(rendered, convs, vision, "data.train")
     rendered, length_report = apply_length_policy(rendered, data.max_len, data.length_policy)
     # rows hold up to tokens_per_batch tokens, so a step is the size the config says; an example
     # longer than that (up to max_len) gets a row of its own, counted in the summary
     budget = train_cfg.tokens_per_batch
     train = PackedDataset(rendered, budget, padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id,
-                          seed=train_cfg.seed, order=data.pack_order)
+                          seed=train_cfg.seed, order=data.pack_order, vision=vision)
     eval_ds = None
     if eval_convs:
         ev, eval_status = render_checked(renderer, eval_convs, "render eval", cache, check=False, store=store_cache)
         statuses.append(f"eval {eval_status}")
+        ev = with_images(ev, eval_convs, vision, "data.eval")
         ev, ev_report = apply_length_policy(ev, data.max_len, data.length_policy)
         if ev_report.too_long:
             notes.append("eval " + ev_report.summary())
         eval_ds = PackedDataset(ev, max(budget, data.max_len), padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id,
-                                seed=0, order="by_length")  # eval: fewest rows, order irrelevant
+                                seed=0, order="by_length", vision=vision)  # eval: fewest rows, order irrelevant
     notes.append(f"token cache ({cache_root()}): " + "; ".join(statuses) if cache is not None else "token cache: off (data.cache: false)")
     return Prepared(train, eval_ds, length_report, notes, data_fingerprint(rendered))

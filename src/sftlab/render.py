@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sftlab.conversation import Conversation
+from sftlab.conversation import IMAGE_PLACEHOLDER, Conversation
 from sftlab.errors import TemplateError
 
 TrainOn = Literal["all_assistant", "last_assistant", "everything"]
@@ -60,6 +60,10 @@ class Rendered:
     id: str = ""
     source: str = ""
     kind: str = "chat"  # the Conversation's kind; "text": a plain document, every token trained, no turns
+    # multimodal rows (sftlab.multimodal.vision.expand): the images, and [start, end) of each one's run of
+    # image tokens in input_ids (never trained; the length policy never cuts through one)
+    images: tuple[str, ...] = ()
+    image_spans: list[tuple[int, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -89,6 +93,10 @@ class Renderer:
         self.special_strings = sorted({t for t in tokenizer.all_special_tokens if t}, key=len, reverse=True)
         # one regex scan per message instead of one `in` per special token (SmolLM2 has 17)
         self._special_re = re.compile("|".join(map(re.escape, self.special_strings))) if self.special_strings else None
+        # a multimodal conversation's `<image>` placeholders are the one special token its text may hold
+        # (one per image: Conversation checks the count; the multimodal expansion checks them again)
+        others = [t for t in self.special_strings if t != IMAGE_PLACEHOLDER]
+        self._special_re_images = re.compile("|".join(map(re.escape, others))) if others else None
 
     # ---- template probing -------------------------------------------------------------------
     def _template(self, messages: list[dict], add_generation_prompt: bool) -> str:
@@ -171,12 +179,13 @@ class Renderer:
 
     # ---- rendering ----------------------------------------------------------------------------
     def check_no_special_tokens(self, conv: Conversation) -> None:
-        if self._special_re is None:
+        pattern = self._special_re_images if conv.images else self._special_re
+        if pattern is None:
             return
         for i, m in enumerate(conv.messages):
-            if self._special_re.search(m.content) is None:
+            if pattern.search(m.content) is None:
                 continue
-            found = next(t for t in self.special_strings if t in m.content)  # longest first, as reported before
+            found = next(t for t in self.special_strings if t in m.content and not (conv.images and t == IMAGE_PLACEHOLDER))
             raise TemplateError(
                 f"{conv.source or conv.id}: message {i + 1} ({m.role}) contains {found!r}, a special token of "
                 "the tokenizer; it would be read as a real control token (a fake turn boundary that breaks "

@@ -43,6 +43,8 @@ from sftlab.model_card import model_card
 from sftlab.pack import Batch, PackedDataset
 from sftlab.prepare import Prepared, prepare
 from sftlab.render import Renderer
+from sftlab.multimodal import setup as mm_setup
+from sftlab.multimodal.vision import VisionInputs
 from sftlab.templates import apply_template
 
 
@@ -90,6 +92,7 @@ class Run:
     accelerator: Accelerator
     out: Path
     tokenizer: object
+    processor: object | None  # a multimodal run's processor (saved with the model), else None
     data: Prepared
     base_name: str | None  # what final/ names as its base (a model passed in: its own path)
     model: torch.nn.Module  # what the loop calls (compiled under train.compile)
@@ -120,12 +123,12 @@ def setup(cfg: RunConfig, accelerator: Accelerator, out: Path, model, tokenizer)
     """Data, model (disk space checked for its checkpoints), optimizer and schedule; the model
     prepared by accelerate (DDP, FSDP, ...) and compiled under train.compile."""
     log = accelerator.print
-    tokenizer, added_tokens, data = setup_data(cfg, tokenizer)
+    tokenizer, processor, added_tokens, data = setup_data(cfg, tokenizer)
     log(data.summary())
     if length_warning := length_loss_warning(data.length_report):
         log(f"warning: {length_warning}")
     base_name = cfg.model.name if model is None else None
-    model = setup_model(cfg, model, tokenizer, added_tokens)
+    model = setup_model(cfg, model, tokenizer, added_tokens, processor)
     trainable, total = count_parameters(model)
     if accelerator.is_main_process:
         check_free_space(out, model)
@@ -139,22 +142,39 @@ def setup(cfg: RunConfig, accelerator: Accelerator, out: Path, model, tokenizer)
     compiled = torch.compile(model) if cfg.train.compile else model
     # the config itself travels too, so a refused resume can name the keys that changed
     meta = {"config_fingerprint": cfg.fingerprint(), "data_fingerprint": data.fingerprint, "config": cfg.model_dump(mode="json")}
-    return Run(cfg, accelerator, out, tokenizer, data, base_name, compiled, model, params, optimizer, scheduler,
+    return Run(cfg, accelerator, out, tokenizer, processor, data, base_name, compiled, model, params, optimizer, scheduler,
                micro_per_step, steps_per_epoch, total_steps, meta, length_warning)
 
 
-def setup_data(cfg: RunConfig, tokenizer) -> tuple[object, list[str], Prepared]:
-    """(tokenizer with the chat template applied, tokens the template added, the data rendered,
-    length-policed and packed)."""
+def setup_data(cfg: RunConfig, tokenizer) -> tuple[object, object | None, list[str], Prepared]:
+    """(tokenizer with the chat template applied, a multimodal run's processor or None, tokens added,
+    the data rendered, length-policed and packed)."""
+    multimodal = mm_setup.is_multimodal(cfg)
+    processor = None
+    if multimodal and tokenizer is not None and hasattr(tokenizer, "image_processor"):
+        processor, tokenizer = tokenizer, tokenizer.tokenizer  # a processor passed in (tests, notebooks)
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
     added_tokens = apply_template(tokenizer, cfg.model.template, add_missing_tokens=cfg.model.add_special_tokens)
+    if multimodal and processor is None:
+        processor, tokenizer, more = mm_setup.setup_processor(cfg, tokenizer)
+        added_tokens += more
     renderer = Renderer(tokenizer, train_on=cfg.data.train_on)
-    return tokenizer, added_tokens, prepare(renderer, cfg.data, cfg.train, pad_id=tokenizer.pad_token_id or 0)
+    vision = VisionInputs(processor) if processor is not None else None
+    return tokenizer, processor, added_tokens, prepare(renderer, cfg.data, cfg.train, pad_id=tokenizer.pad_token_id or 0, vision=vision)
 
 
-def setup_model(cfg: RunConfig, model, tokenizer, added_tokens) -> torch.nn.Module:
-    """The model as configured (or as passed in), embeddings resized for added tokens, LoRA, checkpointing."""
+def setup_model(cfg: RunConfig, model, tokenizer, added_tokens, processor=None) -> torch.nn.Module:
+    """The model as configured (or as passed in), embeddings resized for added tokens, LoRA (or a
+    multimodal run's stage: what trains), checkpointing."""
+    if processor is not None:
+        model = model if model is not None else mm_setup.setup_model(cfg, processor)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        model = mm_setup.apply_trainable(model, cfg)
+        if cfg.train.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        return model
     if model is None:
         model = load_model(cfg.model.name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
                            trust_remote_code=cfg.model.trust_remote_code)
@@ -303,7 +323,7 @@ def finish(run: Run, start: Start, o: Outcome) -> TrainResult:
         save_checkpoint(run.out, o.steps, model, run.optimizer, run.scheduler, run.meta, run.cfg.train.keep_checkpoints)
         card = model_card(run.cfg, run.data, base_model=run.base_name, steps=o.steps, steps_per_epoch=run.steps_per_epoch,
                           final_loss=o.last_loss, eval_loss=o.eval_loss, lora=hasattr(model, "peft_config"))
-        save_model(model, run.tokenizer, final_dir, base_model=run.base_name, card=card)
+        save_model(model, run.processor or run.tokenizer, final_dir, base_model=run.base_name, card=card)
     result = TrainResult(run.out, final_dir, o.steps, o.last_loss, o.eval_loss, o.trained_tokens, time.time() - o.started,
                          o.stopped_early, o.nonfinite_skipped, o.warnings)
     if run.is_main:
