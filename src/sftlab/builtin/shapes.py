@@ -522,9 +522,12 @@ DEFAULTS = {"n_caption": 1200, "n_train_images": 600, "n_stage2": 1500, "n_eval_
 
 
 def _conversation(question: str, answer: str, image: str, *, source: str, meta: dict[str, Any]) -> Conversation:
+    """A one-question conversation. Its id hashes the texts and the image FILE NAME (a hash of the
+    PNG), not the absolute path, so ids do not depend on where the suite was written."""
+    stable = json.dumps([question, answer, Path(image).name]).encode("utf-8")
     return Conversation(
         messages=(Message("user", f"{IMAGE_PLACEHOLDER}\n{question}"), Message("assistant", answer)),
-        source=source, meta=meta, images=(image,),
+        source=source, id=hashlib.sha1(stable).hexdigest()[:16], meta=meta, images=(image,),
     )
 
 
