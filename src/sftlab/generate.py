@@ -2,6 +2,8 @@
 
 Prompts are rendered by the same Renderer as training, and generation stops at the template's
 end-of-turn token, so what a tuned model learned to emit is exactly what ends its answers here.
+Prompts with images (a vision-language model): each `<image>` placeholder is expanded to the image's
+tokens as in training, and the images' pixel_values go to `model.generate` (sftlab.multimodal.use).
 
 `AnswerStream` (what `stream_answer` returns) generates in a background thread and can be stopped
 between two tokens: by `should_stop()` (the server's client-gone and shutdown flags) or by leaving
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from sftlab.conversation import Conversation
 from sftlab.render import Renderer
 
 
@@ -85,22 +88,55 @@ def context_length(model) -> int | None:
     return None
 
 
+def encode_prompt(renderer: Renderer, prompt: list[dict] | Conversation, vision=None) -> tuple[list[int], dict]:
+    """(prompt ids, extra model inputs). A Conversation with images (one `<image>` placeholder per image
+    in its text) needs `vision` (a sftlab.multimodal.vision.VisionInputs): its placeholders are
+    expanded to the image tokens and its images become {"pixel_values": ...}; otherwise {}."""
+    if isinstance(prompt, Conversation):
+        messages, images = prompt.to_dicts(), prompt.images
+    else:
+        messages, images = list(prompt), ()
+    if vision is None and not images:
+        return renderer.render_prompt(messages), {}
+    from sftlab.multimodal.use import prompt_inputs
+
+    return prompt_inputs(vision, renderer, messages, images)
+
+
+def model_inputs(model, rows: list[dict]) -> dict:
+    """The extra inputs of a batch's rows (pixel_values, ...), concatenated in row order along dim 0 (the
+    order transformers' LLaVA scatters image features into image tokens), floats in the model's dtype."""
+    rows = [r for r in rows if r]
+    if not rows:
+        return {}
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    out = {}
+    for k in rows[0]:
+        v = torch.cat([r[k] for r in rows], dim=0)
+        out[k] = v.to(dtype) if v.is_floating_point() else v
+    return out
+
+
 @torch.no_grad()
 def generate_batch(
     model,
     renderer: Renderer,
-    prompts: list[list[dict]],
+    prompts: list[list[dict] | Conversation],
     params: SamplingParams = SamplingParams(),
     batch_size: int = 16,
     progress: bool = True,
+    vision=None,
 ) -> list[str]:
-    """Answers to many prompts (each a list of {"role","content"} ending before the answer).
+    """Answers to many prompts (each a list of {"role","content"} ending before the answer, or a
+    Conversation: with images, `vision` is the model's VisionInputs; see encode_prompt).
 
     Prompts are sorted by length so each batch pads little; results come back in input order.
     """
     tok = renderer.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else renderer.stop_token_id
-    encoded = [renderer.render_prompt(p) for p in prompts]
+    pairs = [encode_prompt(renderer, p, vision) for p in prompts]
+    encoded = [ids for ids, _ in pairs]
+    extras = [x for _, x in pairs]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     results: list[str] = [""] * len(encoded)
     was_training = model.training
@@ -123,6 +159,7 @@ def generate_batch(
             max_new_tokens=params.max_new_tokens,
             eos_token_id=renderer.stop_token_ids,
             pad_token_id=pad_id,
+            **model_inputs(model, [extras[i] for i in idx]),
             **params.generate_kwargs(prompt_len=width),
         )
         for row, i in enumerate(idx):
@@ -144,9 +181,16 @@ def decode_answer(tokenizer, new_ids: list[int], stop_ids: list[int]) -> str:
 
 
 def stream_answer(model, renderer: Renderer, messages: list[dict], params: SamplingParams = SamplingParams(),
-                  should_stop: Callable[[], bool] | None = None) -> AnswerStream:
-    """The answer's text piece by piece as it is generated (for chat and the server): iterate it."""
-    return AnswerStream(model, renderer, renderer.render_prompt(messages), params, should_stop)
+                  should_stop: Callable[[], bool] | None = None, *, images=(), vision=None) -> AnswerStream:
+    """The answer's text piece by piece as it is generated (for chat and the server): iterate it.
+    `images` (paths, data: URLs or PIL images), one per `<image>` placeholder in the messages' text,
+    need `vision`, the model's VisionInputs."""
+    if not images and vision is None:
+        return AnswerStream(model, renderer, renderer.render_prompt(messages), params, should_stop)
+    from sftlab.multimodal.use import prompt_inputs
+
+    ids, extra = prompt_inputs(vision, renderer, messages, images)
+    return AnswerStream(model, renderer, ids, params, should_stop, inputs=model_inputs(model, [extra]))
 
 
 class _StopWhen:
@@ -176,8 +220,9 @@ class AnswerStream:
     """
 
     def __init__(self, model, renderer: Renderer, prompt_ids: list[int], params: SamplingParams,
-                 should_stop: Callable[[], bool] | None = None):
+                 should_stop: Callable[[], bool] | None = None, inputs: dict | None = None):
         self.model, self.renderer, self.prompt_ids, self.params = model, renderer, list(prompt_ids), params
+        self.inputs = dict(inputs or {})  # extra model inputs of the prompt (pixel_values of its images)
         self.should_stop = should_stop
         self.prompt_tokens = len(self.prompt_ids)
         self.completion_tokens = 0
@@ -204,6 +249,7 @@ class AnswerStream:
             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else self.renderer.stop_token_id,
             streamer=streamer,
             stopping_criteria=StoppingCriteriaList([_StopWhen(self)]),
+            **self.inputs,
             **self.params.generate_kwargs(prompt_len=len(self.prompt_ids)),
         )
         errors: list[BaseException] = []

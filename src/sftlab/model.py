@@ -268,7 +268,9 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
 
 
 def load_model(name: str, *, dtype: str = "float32", attn_implementation: str = "sdpa", trust_remote_code: bool = False):
-    """A causal LM from safetensors only. Adapter folders load their base model plus the adapter."""
+    """A causal LM from safetensors only. Adapter folders load their base model plus the adapter. A local
+    vision-language model folder (config.json with a vision_config) loads through
+    AutoModelForImageTextToText (sftlab.multimodal.use.load_vlm_model gives its processor too)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -278,6 +280,12 @@ def load_model(name: str, *, dtype: str = "float32", attn_implementation: str = 
         return load_adapter_model(path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     if src.kind == "folder":
         check_model_folder(path, weights=True)
+        from sftlab.multimodal.build import is_vlm_folder
+
+        if is_vlm_folder(path):  # a vision-language model (its LM answers text prompts too): AutoModelForImageTextToText
+            from sftlab.multimodal.build import load_vlm
+
+            return load_vlm(path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     elif src.kind == "hub":
         _check_hub(name)
     try:
@@ -425,7 +433,21 @@ def adapter_base_model(base: str, adapter_dir: str | Path) -> str:
 
 
 def merge_and_save(adapter_or_model: str, out: Path, dtype: str = "float32") -> Path:
-    """`sftlab export --merge`: fold a LoRA adapter into its base and save a plain model."""
+    """`sftlab export --merge`: fold a LoRA adapter into its base and save a plain model. A
+    vision-language model (or an adapter on one) is saved with its processor files, so the folder
+    loads with AutoModelForImageTextToText + AutoProcessor."""
+    from sftlab.multimodal.use import is_vlm
+
+    if is_vlm(adapter_or_model):
+        from sftlab.multimodal.use import load_vlm_model
+
+        model, processor = load_vlm_model(adapter_or_model, dtype=dtype)
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+        Path(out).mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out, safe_serialization=True)
+        processor.save_pretrained(out)
+        return Path(out)
     model = load_model(adapter_or_model, dtype=dtype)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()

@@ -26,8 +26,17 @@ Prompts: message text containing one of the tokenizer's special-token strings (e
 is refused with 400, exactly as training refuses it (render.py): it would be read as a real control
 token and let a user fake a turn boundary or a system message.
 
+Images (a vision-language model: a VLM folder, or a LoRA adapter on one): user messages may hold
+OpenAI image_url parts. Accepted by default: data:image/...;base64, URLs only; local paths and file://
+URLs need `--allow-local-images`, http(s) URLs `--allow-remote-images` (the server reads or fetches
+nothing a client names unless told to). At most --max-images (8) per request; an image over 20 MP
+(width x height, read from its header before decoding) is refused: a small file can decode to
+gigabytes. Decoding runs in a worker thread, never on the event loop. A text-only model refuses image
+parts with a 400 naming the part (param messages[i].content[j].image_url).
+
 Parameters. Honoured: model (informational: the one loaded model answers), messages (system,
-developer = system, user, assistant; text content or text parts), temperature, top_p, max_tokens,
+developer = system, user, assistant; text content or text parts; image_url parts for a
+vision-language model), temperature, top_p, max_tokens,
 max_completion_tokens, stop, seed, n (=1), stream, stream_options.include_usage,
 presence_penalty and frequency_penalty (OpenAI's additive penalties over generated tokens, not
 mapped to transformers' multiplicative repetition_penalty), logit_bias. Without `seed` every
@@ -63,6 +72,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sftlab.conversation import IMAGE_PLACEHOLDER
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_MAX_WAITING = 16
@@ -73,6 +84,9 @@ UNKNOWN_CONTEXT_MAX_TOKENS = 4096
 POLL_S = 0.1
 # uvicorn's backstop: after a signal, requests still open after this many seconds are cancelled.
 GRACEFUL_SHUTDOWN_S = 5
+# images per request and decoded pixels per image (a decompression-bomb guard), for vision-language models
+DEFAULT_MAX_IMAGES = 8
+DEFAULT_MAX_IMAGE_PIXELS = 20_000_000
 IGNORED_PARAMS = ("user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "reasoning_effort")
 
 
@@ -92,15 +106,31 @@ class ChatMessage(BaseModel):
 
     @field_validator("content")
     @classmethod
-    def _text_only(cls, v):
-        if isinstance(v, list):  # OpenAI content parts: only text parts can reach a text model
-            texts = []
-            for part in v:
-                if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise ValueError(f"only text content parts are supported, got type {part.get('type')!r}")
-                texts.append(part["text"])
-            return "".join(texts)
-        return v
+    def _parts(cls, v):
+        """OpenAI content parts: text parts are joined into one string; a list with image_url parts is
+        kept (normalised to {"type": "text", "text"} / {"type": "image_url", "url"}) for ChatEngine.prepare,
+        which refuses it for a text-only model and decodes the images for a vision-language one."""
+        if not isinstance(v, list):
+            return v
+        parts, has_image = [], False
+        for j, part in enumerate(v):
+            kind = part.get("type")
+            if kind == "text":
+                if not isinstance(part.get("text"), str):
+                    raise ValueError(f"content[{j}]: a text part needs a string 'text'")
+                parts.append({"type": "text", "text": part["text"]})
+            elif kind == "image_url":
+                ref = part.get("image_url")
+                url = ref.get("url") if isinstance(ref, dict) else ref
+                if not isinstance(url, str):
+                    raise ValueError(f"content[{j}]: an image_url part needs image_url.url, a string "
+                                     "(data:image/png;base64,...)")
+                parts.append({"type": "image_url", "url": url})
+                has_image = True
+            else:
+                raise ValueError(f"content[{j}]: content parts of type {kind!r} are not supported; "
+                                 "only 'text' and 'image_url' parts are")
+        return parts if has_image else "".join(p["text"] for p in parts)
 
 
 class ChatRequest(BaseModel):
@@ -258,6 +288,7 @@ class Prepared:
     params: Any  # sftlab.generate.SamplingParams
     stops: list[str]
     warnings: list[str] = field(default_factory=list)
+    inputs: dict = field(default_factory=dict)  # extra model inputs: the images' pixel_values
 
 
 class Job:
@@ -287,7 +318,8 @@ class Job:
         engine = self.engine
         try:
             self.stream = AnswerStream(engine.model, engine.renderer, self.prepared.prompt_ids, self.prepared.params,
-                                       should_stop=lambda: self.cancel.is_set() or engine.shutdown.is_set())
+                                       should_stop=lambda: self.cancel.is_set() or engine.shutdown.is_set(),
+                                       inputs=self.prepared.inputs)
             matcher = StopMatcher(self.prepared.stops)
             for piece in self.stream:
                 out = matcher.feed(piece)
@@ -329,12 +361,25 @@ class ChatEngine:
     """The model, its renderer, request validation and the generation slot."""
 
     def __init__(self, model, tokenizer, model_name: str, default_max_tokens: int = DEFAULT_MAX_TOKENS,
-                 max_waiting: int = DEFAULT_MAX_WAITING, queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S):
+                 max_waiting: int = DEFAULT_MAX_WAITING, queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
+                 processor=None, allow_local_images: bool = False, allow_remote_images: bool = False,
+                 max_images: int = DEFAULT_MAX_IMAGES, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+        """`processor`: a vision-language model's processor (its tokenizer is `tokenizer`); without one
+        image_url parts are refused. Images: data: URLs always; local paths / file:// URLs only with
+        allow_local_images; http(s) URLs only with allow_remote_images; at most `max_images` per request,
+        each at most `max_image_pixels` (checked before decoding)."""
         from sftlab.generate import context_length
         from sftlab.render import Renderer
 
         self.model = model
         self.renderer = Renderer(tokenizer)
+        self.vision = None
+        if processor is not None:
+            from sftlab.multimodal.vision import VisionInputs
+
+            self.vision = VisionInputs(processor, cache_mb=0)
+        self.allow_local_images, self.allow_remote_images = allow_local_images, allow_remote_images
+        self.max_images, self.max_image_pixels = max_images, max_image_pixels
         self.model_name = model_name
         self.default_max_tokens = default_max_tokens
         self.context = context_length(model)
@@ -353,21 +398,42 @@ class ChatEngine:
 
         self._check_refused(req)
         warnings = [f"parameter '{p}' is ignored by this server" for p in IGNORED_PARAMS if getattr(req, p) is not None]
-        messages = []
+        messages, image_urls = [], []  # image_urls: (param, url) in the order of their placeholders
         for i, m in enumerate(req.messages):
-            found = next((t for t in self.renderer.special_strings if t in m.content), None)
-            if found is not None:  # as training does (Renderer.check_no_special_tokens): refused
-                raise ApiError(400, f"messages[{i}] ({m.role}) contains {found!r}, a special token of this model's "
-                                    "tokenizer; it would be read as a real control token (a fake turn boundary), so "
-                                    "it is refused, as in training. Remove it or write it differently.",
-                               param=f"messages[{i}].content", code="special_token_in_content")
+            parts = m.content if isinstance(m.content, list) else [{"type": "text", "text": m.content}]
+            for part in parts:
+                if part["type"] != "text":
+                    continue
+                found = next((t for t in self.renderer.special_strings if t in part["text"]), None)
+                if found is not None:  # as training does (Renderer.check_no_special_tokens): refused
+                    raise ApiError(400, f"messages[{i}] ({m.role}) contains {found!r}, a special token of this model's "
+                                        "tokenizer; it would be read as a real control token (a fake turn boundary), so "
+                                        "it is refused, as in training. Remove it or write it differently.",
+                                   param=f"messages[{i}].content", code="special_token_in_content")
             if m.name is not None:
                 warnings.append(f"messages[{i}].name is ignored (the chat template has no field for it)")
-            messages.append({"role": "system" if m.role == "developer" else m.role, "content": m.content})
+            content = m.content
+            if isinstance(content, list):  # image_url parts: `<image>` in the text, parts joined by \n as in training data
+                content = "\n".join(p["text"] if p["type"] == "text" else IMAGE_PLACEHOLDER for p in parts)
+                image_urls += [(f"messages[{i}].content[{j}].image_url", p["url"], m.role)
+                               for j, p in enumerate(parts) if p["type"] == "image_url"]
+            messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+        images = self._images(image_urls)
         try:
-            prompt_ids = self.renderer.render_prompt(messages)
+            if images:
+                from sftlab.multimodal.use import prompt_inputs
+
+                prompt_ids, inputs = prompt_inputs(self.vision, self.renderer, messages, images)
+            else:
+                prompt_ids, inputs = self.renderer.render_prompt(messages), {}
         except TemplateError as e:
             raise ApiError(400, f"the model's chat template refused these messages: {e}", param="messages") from e
+        except ValueError as e:  # the template dropped or duplicated an image placeholder
+            raise ApiError(400, f"the images do not match the rendered prompt: {e}", param="messages") from e
+        if inputs:
+            from sftlab.generate import model_inputs
+
+            inputs = model_inputs(self.model, [inputs])
         max_tokens = self._max_tokens(req, len(prompt_ids))
         bias = self._logit_bias(req.logit_bias)
         stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
@@ -379,7 +445,35 @@ class ChatEngine:
             seed=req.seed if req.seed is not None else secrets.randbits(63),
             presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty, logit_bias=bias,
         )
-        return Prepared(prompt_ids, params, stops, warnings)
+        return Prepared(prompt_ids, params, stops, warnings, inputs)
+
+    def _images(self, image_urls: list[tuple[str, str, str]]) -> list:
+        """The request's images, decoded (PIL, RGB), under the server's image policy; ApiError 400 otherwise.
+        Runs in a worker thread (prepare), never on the event loop."""
+        if not image_urls:
+            return []
+        param = image_urls[0][0]
+        if self.vision is None:
+            raise ApiError(400, f"{param}: image_url content parts need a vision-language model; {self.model_name} is "
+                                "a text-only model. Send text content only, or serve a vision-language model.",
+                           param=param, code="images_not_supported")
+        for p, _, role in image_urls:
+            if role != "user":
+                raise ApiError(400, f"{p}: image_url parts are accepted in user messages only, not in a {role} message",
+                               param=p, code="invalid_image_url")
+        if len(image_urls) > self.max_images:
+            raise ApiError(400, f"{len(image_urls)} images in one request; this server accepts at most {self.max_images} "
+                                "(`sftlab serve --max-images`)", param="messages", code="too_many_images")
+        from sftlab.multimodal.use import ImageRefused, decode_image_url
+
+        out = []
+        for p, url, _ in image_urls:
+            try:
+                out.append(decode_image_url(url, allow_local=self.allow_local_images, allow_remote=self.allow_remote_images,
+                                            max_pixels=self.max_image_pixels))
+            except ImageRefused as e:
+                raise ApiError(400, f"{p}: {e}", param=p, code=e.code) from None
+        return out
 
     def _check_refused(self, req: ChatRequest) -> None:
         def refuse(param: str, why: str):
@@ -668,14 +762,26 @@ def create_app(engine: ChatEngine, api_key: str | None = None, log: Callable[[st
 
 def build_app(model_name: str, api_key: str | None = None, default_max_tokens: int = DEFAULT_MAX_TOKENS,
               max_waiting: int = DEFAULT_MAX_WAITING, queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
-              log: Callable[[str], None] | None = _stderr_log):
-    """Load MODEL (any name sftlab.model loads) and build its app (`app.state.engine` is the ChatEngine)."""
-    from sftlab.model import load_model, load_tokenizer
+              log: Callable[[str], None] | None = _stderr_log, *, allow_local_images: bool = False,
+              allow_remote_images: bool = False, max_images: int = DEFAULT_MAX_IMAGES):
+    """Load MODEL (any name sftlab.model loads; a vision-language model folder, or a LoRA adapter on
+    one, with its processor) and build its app (`app.state.engine` is the ChatEngine)."""
+    from sftlab.multimodal.use import is_vlm
 
-    tokenizer = load_tokenizer(model_name)
-    model = load_model(model_name)
+    processor = None
+    if is_vlm(model_name):
+        from sftlab.multimodal.use import load_vlm_model
+
+        model, processor = load_vlm_model(model_name)
+        tokenizer = processor.tokenizer
+    else:
+        from sftlab.model import load_model, load_tokenizer
+
+        tokenizer = load_tokenizer(model_name)
+        model = load_model(model_name)
     model.eval()
-    engine = ChatEngine(model, tokenizer, model_name, default_max_tokens, max_waiting, queue_timeout_s)
+    engine = ChatEngine(model, tokenizer, model_name, default_max_tokens, max_waiting, queue_timeout_s, processor=processor,
+                        allow_local_images=allow_local_images, allow_remote_images=allow_remote_images, max_images=max_images)
     return create_app(engine, api_key, log)
 
 
@@ -703,14 +809,16 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def serve(model_name: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           default_max_tokens: int = DEFAULT_MAX_TOKENS, max_waiting: int = DEFAULT_MAX_WAITING,
-          queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S) -> None:
+          queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S, *, allow_local_images: bool = False,
+          allow_remote_images: bool = False, max_images: int = DEFAULT_MAX_IMAGES) -> None:
     """Serve until SIGINT/SIGTERM. On the signal a running generation stops at its next token (its
     client gets a "shutting down" error), waiting requests get 503, and the process exits."""
     import uvicorn
 
     for line in host_warnings(host, api_key):
         print(line, file=sys.stderr)
-    app = build_app(model_name, api_key, default_max_tokens, max_waiting, queue_timeout_s)
+    app = build_app(model_name, api_key, default_max_tokens, max_waiting, queue_timeout_s, allow_local_images=allow_local_images,
+                    allow_remote_images=allow_remote_images, max_images=max_images)
     engine: ChatEngine = app.state.engine
 
     class Server(uvicorn.Server):
