@@ -97,6 +97,12 @@ def test_loading_a_vlm_and_its_adapter(runs, vlm):
     assert processor.tokenizer.pad_token is not None
     plain, _ = load_vlm_model(str(stage1))
     assert isinstance(plain, LlavaForConditionalGeneration)
+    # what `sftlab eval` and the other text paths call (load_model / load_tokenizer) open them too
+    from sftlab.model import load_model, load_tokenizer
+
+    assert isinstance(load_model(str(stage1)), LlavaForConditionalGeneration)
+    assert isinstance(load_model(str(stage2)).get_base_model(), LlavaForConditionalGeneration)
+    assert load_tokenizer(str(stage2)).convert_tokens_to_ids("<image>") == processor.tokenizer.convert_tokens_to_ids("<image>")
     from sftlab.errors import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="not a vision-language model"):
@@ -286,6 +292,16 @@ def test_export_merge_gives_a_plain_transformers_vlm(runs, vlm, tmp_path):
     from sftlab.multimodal.use import is_vlm
 
     assert is_vlm(str(out))
+    # without --merge: the adapter as it is, with the processor files; it loads on its base as before
+    plain = tmp_path / "adapter"
+    assert main(["export", str(runs[1]), "--out", str(plain)]) == 0
+    assert (plain / "adapter_config.json").is_file() and (plain / "processor_config.json").is_file()
+    from sftlab.multimodal.use import load_vlm_model
+
+    again, _ = load_vlm_model(str(plain))
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"]).logits, ref,
+                                   atol=1e-6, rtol=0)
 
 
 def test_chat_with_an_image_through_the_cli(runs, vlm, capsys, monkeypatch):

@@ -91,12 +91,6 @@ def load_vlm_model(name: str, *, dtype: str = "float32", attn_implementation: st
     return model, processor
 
 
-def model_dtype(model):
-    import torch
-
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-
-
 def prompt_inputs(vision, renderer, messages: list[dict], images=()) -> tuple[list[int], dict]:
     """(prompt ids with each `<image>` token expanded to the image's tokens, the images' model inputs
     ({"pixel_values": ...}, {} without images)). `images`: references (paths, data: URLs) or PIL
@@ -118,6 +112,8 @@ def prompt_inputs(vision, renderer, messages: list[dict], images=()) -> tuple[li
     if vision is None:
         raise ValueError("images given to a text-only model")
     pil = [im if isinstance(im, Image.Image) else load_image(im) for im in images]
+    if len(vision._tokens_by_size) > 1024:  # keyed by image size: a server sees any sizes clients send
+        vision._tokens_by_size.clear()
     counts = [vision.tokens_for(im) for im in pil]
     refs = tuple(im if isinstance(im, str) else "" for im in images)
     row = expand_row(Rendered(ids, [0] * len(ids)), image_id, counts, refs)
@@ -219,8 +215,3 @@ def _open_bounded(source, where: str, max_pixels: int):
         raise ImageRefused(f"{where} is too large to decode safely: {e}", "image_too_large") from None
     except Exception as e:  # noqa: BLE001 - truncated/corrupt data: PIL raises OSError, SyntaxError, ValueError...
         raise ImageRefused(f"{where} does not decode (truncated or corrupt?): {type(e).__name__}: {e}", "invalid_image") from None
-
-
-def b64_data_url(data: bytes, mime: str = "image/png") -> str:
-    """data:<mime>;base64,<data> (for clients and tests)."""
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
