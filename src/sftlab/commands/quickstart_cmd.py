@@ -20,10 +20,19 @@ def register(sub) -> None:
     p.add_argument("--eval-per-family", type=int, default=None, help="task examples per family to evaluate (default 8)")
     p.add_argument("--ifeval", action="store_true", help="also run the verifiable instruction-following prompts (slower)")
     p.add_argument("--overwrite", action="store_true", help="retrain from scratch even if OUT holds a run")
+    p.add_argument("--vision", action="store_true", help="the two-stage LLaVA-style demo instead: SmolLM2 + a small vision tower "
+                   "on procedurally drawn shapes, stage 1 only vs tuned on held-out images (default --out runs/vlm-quickstart; "
+                   "--steps applies to stage 2; ~12 min on 2 cores)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.vision:
+        from sftlab.multimodal.demo import run_demo
+
+        out = "runs/vlm-quickstart" if args.out == "runs/quickstart" else args.out
+        run_demo(out, overwrite=args.overwrite, stage2_steps=args.steps, eval_per_family=args.eval_per_family)
+        return 0
     from sftlab.builtin.tasks import load_general_text, train_eval_split
     from sftlab.checkpoint import list_checkpoints
     from sftlab.config import load_config

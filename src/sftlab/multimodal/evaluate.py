@@ -1,0 +1,243 @@
+"""Evaluate vision-language models side by side on held-out questions about held-out images.
+
+For each model: greedy answers to every eval question (through the model's own processor and chat
+template in plain transformers — no sftlab rendering code — so what is scored is what a user of the
+saved folder gets), graded by a checker per question family; accuracy per family and per group
+(seen families, never-trained families, all) with 95% bootstrap intervals; paired differences
+against the first model (the same questions); and the response loss / perplexity of the gold answers
+(the same masked loss as training, on the eval rows). `write_report` makes one HTML page with image
+thumbnails next to each model's answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from sftlab.conversation import Conversation
+from sftlab.evaluate.bootstrap import Estimate, mean_ci, paired_diff_ci, perplexity_ci, perplexity_diff_ci
+
+GROUPS = ("seen", "held-out", "all")
+
+
+@dataclass
+class ModelResult:
+    answers: list[str]
+    correct: list[int]
+    loss_sums: list[float]
+    n_tokens: list[int]
+    seconds: float = 0.0
+
+
+@dataclass
+class VisionEval:
+    conversations: list[Conversation]
+    results: dict[str, ModelResult] = field(default_factory=dict)
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.results)
+
+    def _index(self, group: str) -> list[int]:
+        convs = self.conversations
+        if group == "all":
+            return list(range(len(convs)))
+        if group in ("seen", "held-out"):
+            return [i for i, c in enumerate(convs) if c.meta.get("split") == group]
+        return [i for i, c in enumerate(convs) if c.meta.get("family") == group]
+
+    def accuracy(self, model: str, group: str) -> Estimate:
+        idx = self._index(group)
+        return mean_ci([self.results[model].correct[i] for i in idx])
+
+    def accuracy_diff(self, base: str, other: str, group: str) -> Estimate:
+        idx = self._index(group)
+        return paired_diff_ci([self.results[base].correct[i] for i in idx], [self.results[other].correct[i] for i in idx])
+
+    def perplexity(self, model: str) -> Estimate:
+        r = self.results[model]
+        return perplexity_ci(r.loss_sums, r.n_tokens)
+
+    def perplexity_diff(self, base: str, other: str) -> Estimate:
+        return perplexity_diff_ci(self.results[base].loss_sums, self.results[other].loss_sums, self.results[base].n_tokens)
+
+    def families(self) -> list[tuple[str, str]]:
+        seen: dict[str, str] = {}
+        for c in self.conversations:
+            seen.setdefault(c.meta.get("family", "?"), c.meta.get("split", "?"))
+        return sorted(seen.items(), key=lambda kv: (kv[1] != "seen", kv[0]))
+
+    def summary_table(self) -> str:
+        base, *others = self.models
+        head = f"{'':34s}" + "".join(f"{m:>24s}" for m in self.models) + "".join(f"{m + ' - ' + base:>30s}" for m in others)
+        lines = [head]
+        rows = [(f"accuracy, {g} families" if g != "all" else "accuracy, all questions", g) for g in GROUPS]
+        rows += [(f"  {f} ({s})", f) for f, s in self.families()]
+        for label, g in rows:
+            n = len(self._index(g))
+            cells = "".join(f"{self.accuracy(m, g).format(1, pct=True):>24s}" for m in self.models)
+            diffs = ""
+            for m in others:
+                d = self.accuracy_diff(base, m, g)
+                diffs += f"{d.format(1, pct=True) + (' *' if d.excludes_zero() else ''):>30s}"
+            lines.append(f"{label + f' (n={n})':34s}{cells}{diffs}")
+        ppl = "".join(f"{self.perplexity(m).format(3):>24s}" for m in self.models)
+        pdiff = "".join(f"{self.perplexity_diff(base, m).format(3):>30s}" for m in others)
+        lines.append(f"{'response perplexity (gold answers)':34s}{ppl}{pdiff}")
+        lines.append("[low, high] = 95% bootstrap interval; * = the paired interval excludes 0")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        base, *others = self.models
+        out = {"models": self.models, "n": len(self.conversations), "accuracy": {}, "paired_diff": {}, "perplexity": {}}
+        groups = list(GROUPS) + [f for f, _ in self.families()]
+        for m in self.models:
+            out["accuracy"][m] = {g: self.accuracy(m, g).to_json() for g in groups}
+            out["perplexity"][m] = self.perplexity(m).to_json()
+        for m in others:
+            out["paired_diff"][f"{m} - {base}"] = {g: self.accuracy_diff(base, m, g).to_json() for g in groups}
+            out["paired_diff"][f"{m} - {base}"]["perplexity"] = self.perplexity_diff(base, m).to_json()
+        out["items"] = [{"id": c.id, "family": c.meta.get("family"), "split": c.meta.get("split"), "image": c.images[0] if c.images else None,
+                         "question": c.prompt_messages[-1].content, "gold": c.last_response,
+                         **{m: {"answer": r.answers[i], "correct": bool(r.correct[i])} for m, r in self.results.items()}}
+                        for i, c in enumerate(self.conversations)]
+        return out
+
+
+@torch.no_grad()
+def answer(model, processor, convs: list[Conversation], *, max_new_tokens: int = 24, batch_size: int = 16,
+           desc: str = "answer") -> list[str]:
+    """Greedy answers to each conversation's prompt (everything before its last assistant turn), with
+    its images, through the processor's chat template; batched with left padding."""
+    from sftlab.multimodal.images import load_image
+
+    tok = processor.tokenizer
+    stop_ids = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(i, int) and i >= 0]
+    model.eval()
+    out: list[str] = []
+    for start in tqdm(range(0, len(convs), batch_size), desc=desc, unit="batch", leave=False):
+        chunk = convs[start: start + batch_size]
+        texts = [processor.apply_chat_template([m.to_dict() for m in c.prompt_messages], tokenize=False, add_generation_prompt=True)
+                 for c in chunk]
+        images = [load_image(ref) for c in chunk for ref in c.images]
+        padding_side = tok.padding_side
+        tok.padding_side = "left"
+        try:
+            inputs = processor(text=texts, images=images or None, return_tensors="pt", padding=True)
+        finally:
+            tok.padding_side = padding_side
+        gen = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
+                             pad_token_id=tok.pad_token_id)
+        new = gen[:, inputs["input_ids"].shape[1]:]
+        out += [tok.decode([t for t in row.tolist() if t not in stop_ids and t != tok.pad_token_id], skip_special_tokens=True).strip()
+                for row in new]
+    return out
+
+
+@torch.no_grad()
+def answer_losses(model, processor, convs: list[Conversation]) -> tuple[list[float], list[int]]:
+    """(summed cross-entropy, trained tokens) of each conversation's assistant turns, as training counts them."""
+    from sftlab.loss import per_token_losses
+    from sftlab.multimodal.vision import VisionInputs
+    from sftlab.pack import PackedDataset
+    from sftlab.render import Renderer
+
+    renderer = Renderer(processor.tokenizer)
+    vision = VisionInputs(processor)
+    rows = vision.expand(renderer.render_batch(convs), convs)
+    ds = PackedDataset(rows, 1, vision=vision)  # budget 1: one example per row, in order
+    model.eval()
+    sums, counts = [], []
+    for i in range(len(rows)):
+        losses = per_token_losses(model, ds.collate([i]))
+        sums.append(float(losses.sum()))
+        counts.append(int(losses.numel()))
+    return sums, counts
+
+
+def evaluate_vision(models: dict[str, tuple], convs: list[Conversation], check: Callable[[Conversation, str], bool], *,
+                    max_new_tokens: int = 24, batch_size: int = 16, log=print) -> VisionEval:
+    """`models`: name -> (model, processor), the first one is the baseline of the paired differences."""
+    import time
+
+    ev = VisionEval(convs)
+    for name, (model, processor) in models.items():
+        t0 = time.time()
+        answers = answer(model, processor, convs, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=f"answer ({name})")
+        sums, counts = answer_losses(model, processor, convs)
+        ev.results[name] = ModelResult(answers, [int(check(c, a)) for c, a in zip(convs, answers)], sums, counts, time.time() - t0)
+        log(f"{name}: {sum(ev.results[name].correct)}/{len(convs)} correct ({time.time() - t0:.0f} s)")
+    return ev
+
+
+def _thumb(ref: str | None, scale: int = 2) -> str:
+    if not ref:
+        return ""
+    from sftlab.multimodal.images import load_image
+
+    im = load_image(ref)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    w, h = im.size
+    return (f'<img class="thumb" width="{w * scale}" height="{h * scale}" alt="image" '
+            f'src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">')
+
+
+def write_report(ev: VisionEval, path: str | Path, *, title: str = "sftlab: vision-language evaluation", notes: str = "",
+                 metrics: dict[str, Path] | None = None, per_family: int = 6) -> Path:
+    """HTML: the accuracy table with intervals, a per-family plot, training curves, and for each family
+    a few questions with the image and every model's answer (right ones green, wrong ones red)."""
+    from sftlab.html_page import figure_png, img, pyplot, write_page
+
+    base, *others = ev.models
+    body = [f"<h1>{html.escape(title)}</h1>", f"<p class='note'>{html.escape(notes)}</p>" if notes else "",
+            "<h2>Accuracy and response perplexity</h2>", f"<pre>{html.escape(ev.summary_table())}</pre>"]
+    plt = pyplot()
+    fams = ev.families()
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    width = 0.8 / len(ev.models)
+    for k, m in enumerate(ev.models):
+        ests = [ev.accuracy(m, f) for f, _ in fams]
+        xs = [i + (k - (len(ev.models) - 1) / 2) * width for i in range(len(fams))]
+        ax.bar(xs, [e.value * 100 for e in ests], width, label=m,
+               yerr=[[max(0.0, (e.value - e.low) * 100) if not math.isnan(e.low) else 0 for e in ests],
+                     [max(0.0, (e.high - e.value) * 100) if not math.isnan(e.high) else 0 for e in ests]], capsize=2)
+    ax.set_xticks(range(len(fams)), [f"{f}\n({s})" for f, s in fams], fontsize=7)
+    ax.set_ylabel("accuracy %")
+    ax.legend(fontsize=8)
+    body.append(img(figure_png(fig), "accuracy per family"))
+    if metrics:
+        fig, ax = plt.subplots(figsize=(7, 3))
+        for name, mp in metrics.items():
+            if Path(mp).is_file():
+                recs = [json.loads(line) for line in Path(mp).read_text().splitlines() if line.strip()]
+                ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], label=name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("train loss")
+        ax.legend(fontsize=8)
+        body.append("<h2>Training loss</h2>" + img(figure_png(fig), "training loss"))
+    body.append("<h2>Answers, side by side</h2><p class='note'>Held-out images; the first questions of each family.</p>")
+    for fam, split in fams:
+        idx = ev._index(fam)[:per_family]
+        rows = []
+        for i in idx:
+            c = ev.conversations[i]
+            cells = "".join(
+                f"<td class='{'ok' if ev.results[m].correct[i] else 'bad'}'>{html.escape(ev.results[m].answers[i]) or '<i>(empty)</i>'}</td>"
+                for m in ev.models)
+            rows.append(f"<tr><td>{_thumb(c.images[0] if c.images else None)}</td><td>{html.escape(c.prompt_messages[-1].content.replace('<image>', '').strip())}</td>"
+                        f"<td>{html.escape(c.last_response)}</td>{cells}</tr>")
+        head = "".join(f"<th>{html.escape(m)}</th>" for m in ev.models)
+        body.append(f"<h3>{html.escape(fam)} ({html.escape(split)})</h3><table><tr><th>image</th><th>question</th><th>gold</th>{head}</tr>"
+                    + "".join(rows) + "</table>")
+    css = "img.thumb{image-rendering:pixelated;border:1px solid #ccc} td.ok{background:#e6f4ea} td.bad{background:#fce8e6}"
+    return write_page(path, title, "\n".join(body), css)
