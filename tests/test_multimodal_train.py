@@ -200,3 +200,52 @@ def test_length_policy_never_cuts_through_an_image(mm_run):
             kept, rep = apply_length_policy([r], second_end + 1, policy)
             assert len(kept) == 1 and kept[0].images == r.images and len(kept[0]) == second_end + 1
     assert first_end < second_end
+
+
+@pytest.mark.parametrize("kind", ["siglip", "clip"])
+def test_pretrained_encoder_folder_assembles_with_its_own_processor_and_token_count(tmp_path, kind):
+    """The GPU configs' path (a CLIP/SigLIP encoder by hub id or folder), with a tiny encoder saved
+    to a folder: its weights land in the vision tower unchanged; CLIP's CLS token is dropped
+    (LLaVA's "default" feature strategy), so both give (image_size / patch)^2 image tokens."""
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, SiglipImageProcessor,
+                              SiglipVisionConfig, SiglipVisionModel)
+
+    from sftlab.multimodal.build import build_llava, make_processor, add_image_token
+    from sftlab.model import load_model, load_tokenizer
+    from sftlab.multimodal.vision import VisionInputs
+
+    enc = tmp_path / f"tiny-{kind}"
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
+    torch.manual_seed(3)
+    if kind == "clip":
+        CLIPVisionModel(CLIPVisionConfig(**small)).save_pretrained(enc)
+        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(enc)
+    else:
+        SiglipVisionModel(SiglipVisionConfig(**small)).save_pretrained(enc)
+        SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(enc)
+    lm_dir = make_model_folder(tmp_path)
+    tok = load_tokenizer(str(lm_dir))
+    add_image_token(tok)
+    proc = make_processor(tok, str(enc), 999, 999)  # image_size/patch_size apply to the built-in tower only
+    model = build_llava(load_model(str(lm_dir)), proc, encoder=str(enc), image_size=999, patch_size=999, feature_layer=-1, seed=0)
+    cls = CLIPVisionModel if kind == "clip" else SiglipVisionModel
+    saved = cls.from_pretrained(enc).state_dict()
+    tower = model.model.vision_tower.state_dict()
+    assert saved.keys() == tower.keys() and all(torch.equal(saved[k], tower[k]) for k in saved)
+    assert model.config.vision_feature_select_strategy == ("default" if kind == "clip" else "full")
+    im = Image.new("RGB", (50, 40), (10, 200, 30))
+    assert VisionInputs(proc).tokens_for(im) == (32 // 8) ** 2
+    ids = proc(text="<image>", images=[im], return_tensors="pt")
+    with torch.no_grad():
+        model(**ids)  # the features fit the token count (transformers raises on a mismatch)
+
+
+def test_shipped_multimodal_configs_parse():
+    from sftlab.configs import shipped_config, shipped_names
+
+    names = [n for n in shipped_names() if "vlm" in n or "llava" in n]
+    assert {"vlm-stage1", "vlm-stage2", "gpu-llava-stage1", "gpu-llava-stage2"} <= set(names)
+    for n in names:
+        cfg = load_config(shipped_config(n))
+        assert cfg.multimodal is not None
+    assert load_config(shipped_config("vlm-stage1")).multimodal.trainable == ["projector"]

@@ -35,25 +35,11 @@ def train_stage(config_name: str, out: Path, overrides: list[str], overwrite: bo
     return result.final_dir
 
 
-def load_for_eval(folder: Path):
-    """(model, processor) of a saved VLM folder or a LoRA adapter on one (base from adapter_config.json)."""
-    from sftlab.multimodal.build import load_processor, load_vlm
-
-    adapter = folder / "adapter_config.json"
-    if adapter.is_file():
-        from peft import PeftModel
-
-        base = json.loads(adapter.read_text())["base_model_name_or_path"]
-        model = PeftModel.from_pretrained(load_vlm(base), str(folder))
-    else:
-        model = load_vlm(str(folder))
-    return model, load_processor(str(folder))
-
-
 def run_demo(out: str | Path = "runs/vlm-quickstart", *, overwrite: bool = False, stage1_steps: int | None = None,
              stage2_steps: int | None = None, eval_per_family: int | None = None, log=print) -> dict:
     from sftlab.builtin.shapes import check_answer, load_set
     from sftlab.multimodal.evaluate import evaluate_vision, write_report
+    from sftlab.multimodal.use import load_vlm_model
 
     out = Path(out)
     t0 = time.time()
@@ -74,7 +60,7 @@ def run_demo(out: str | Path = "runs/vlm-quickstart", *, overwrite: bool = False
                 kept.append(c)
                 seen[f] = seen.get(f, 0) + 1
         convs = kept
-    models = {"stage1-only": load_for_eval(s1), "tuned": load_for_eval(s2)}
+    models = {"stage1-only": load_vlm_model(str(s1)), "tuned": load_vlm_model(str(s2))}
     ev = evaluate_vision(models, convs, check_answer, log=log)
     report = out / "report.html"
     write_report(ev, report, title="sftlab quickstart --vision: stage 1 only vs tuned",
