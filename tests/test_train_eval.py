@@ -229,3 +229,7 @@ def test_a_tracker_that_is_not_installed_is_a_clear_error(tmp_path, monkeypatch,
     with pytest.raises(SftlabError, match=rf"train.report_to: {tracker} is not installed .* pip install 'sftlab\[{tracker}\]'"):
         train(load_config(cfg))
     assert not (tmp_path / "run").exists(), "refused before anything was written"
+    from sftlab.dry_run import dry_run
+
+    report = dry_run(load_config(cfg))
+    assert report.exit_code == 2 and any(f"pip install 'sftlab[{tracker}]'" in p for p in report.problems)
