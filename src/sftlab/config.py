@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -392,7 +393,8 @@ def fields_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str
         if name in skip:
             continue
         typ = getattr(f.annotation, "__name__", None) if isinstance(f.annotation, type) else None
-        typ = (typ or str(f.annotation).replace("typing.", "")).replace("|", "\\|")
+        typ = (typ or str(f.annotation).replace("typing.", ""))
+        typ = re.sub(r"\b(?:__main__|sftlab(?:\.\w+)*)\.(\w+)", r"\1", typ).replace("|", "\\|")  # a section: its class name
         default = "required" if f.is_required() else f.get_default(call_default_factory=True)
         default = "(a section)" if isinstance(default, BaseModel) else repr(default) if default != "required" else default
         meaning = (f.description or "").replace("|", "\\|")
