@@ -186,7 +186,7 @@ class GenerationEval:
         mine = list(range(accelerator.process_index, len(self.conversations), accelerator.num_processes))
         model = accelerator.unwrap_model(model)
         answers = self.answers(model, mine)
-        right = torch.tensor(float(sum(grade(self.conversations[i], a) for i, a in zip(mine, answers))))
+        right = torch.tensor(float(sum(grade(self.conversations[i], a) for i, a in zip(mine, answers))), device=accelerator.device)
         right = float(accelerator.reduce(right, reduction="sum"))
         return right / len(self.conversations)
 
