@@ -72,6 +72,7 @@ def test_early_stopping_saves_final_from_the_best_checkpoint(tmp_path):
     # resuming a run that stopped early: finished, nothing to do
     again = train(load_config(cfg), resume=True)
     assert again.steps == result.steps and metrics(run) == lines
+    assert again.best == result.best and again.early_stopped == result.early_stopped
 
 
 def test_best_and_patience_survive_resume(tmp_path):

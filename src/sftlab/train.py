@@ -652,7 +652,8 @@ def finished_result(out: Path, step: int) -> TrainResult:
         saved = {}
     loss = saved.get("final_loss")
     return TrainResult(out, out / "final", step, float("nan") if loss is None else loss, saved.get("eval_loss"),
-                       saved.get("trained_tokens", 0), 0.0, "", saved.get("nonfinite_skipped_steps", 0), [])
+                       saved.get("trained_tokens", 0), 0.0, "", saved.get("nonfinite_skipped_steps", 0), [],
+                       saved.get("eval_accuracy"), saved.get("best"), saved.get("early_stopped", ""))
 
 
 def length_loss_warning(report, threshold: float = 0.05) -> str:
