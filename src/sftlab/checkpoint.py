@@ -109,7 +109,10 @@ class Resumed:
     meta: dict
 
 
-def save_checkpoint(out_dir: Path, step: int, model, optimizer, scheduler, meta: dict, keep: int = 2) -> Path:
+def save_checkpoint(out_dir: Path, step: int, model, optimizer, scheduler, meta: dict, keep: int = 2,
+                    protect: frozenset[int] | set[int] = frozenset()) -> Path:
+    """Write checkpoint-<step> atomically, then delete all but the newest `keep` checkpoints; the
+    steps in `protect` (the best checkpoint of train.best_metric) are neither deleted nor counted."""
     out_dir = Path(out_dir)
     final = out_dir / f"checkpoint-{step:07d}"
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f"{TEMP_PREFIX}{step:07d}-"))
@@ -131,7 +134,8 @@ def save_checkpoint(out_dir: Path, step: int, model, optimizer, scheduler, meta:
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for old in list_checkpoints(out_dir)[:-keep]:
+    rolling = [p for p in list_checkpoints(out_dir) if checkpoint_step(p) not in protect]
+    for old in rolling[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -66,6 +67,20 @@ class SpeedConfig(Strict):
     loss_chunk_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field("auto", description="lm_head + cross-entropy over this many trained positions at a time, gradients made right away, so the [positions, vocab] logits and their log-softmax are never kept for the backward (memory; see speed/chunked_loss.py); auto = 2^25 logits per chunk (682 positions for a 49k vocabulary) where the model allows it, else the standard path; null = all at once, autograd keeps the log-softmax")
 
 
+class EvalGenerateConfig(Strict):
+    """train.eval_generate: answers generated (greedy) to a small prompt set at every evaluation and graded:
+    eval_accuracy in metrics.jsonl (docs/training.md)."""
+
+    source: str = Field("builtin:tasks-eval", description="prompts with gold answers: builtin:tasks-eval (graded by the built-in task checkers), or a data file/folder/hub id in any data format (graded by exact match of the last assistant message after normalising whitespace, quotes, a trailing period and an 'Answer:' prefix, case-insensitive)")
+    limit: int = Field(40, ge=1, description="prompts used, spread evenly over the families (meta family, else the source file) in a fixed order")
+    max_new_tokens: int = Field(32, ge=1, description="longest generated answer in tokens")
+    batch_size: int = Field(16, ge=1, description="prompts generated together")
+
+
+BEST_METRICS = {"eval_loss": "min", "eval_accuracy": "max"}  # what "better" means for each train.best_metric
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
 class TrainConfig(Strict):
     output_dir: str = Field("runs/sft", description="checkpoints, metrics.jsonl, final/ model")
     lr: float = Field(2e-4, gt=0, description="peak learning rate (AdamW)")
@@ -88,6 +103,11 @@ class TrainConfig(Strict):
     compile: bool = Field(False, description="torch.compile the model for training; if compiling fails the run warns and continues uncompiled")
     autocast: Literal["off", "bf16"] = Field("off", description="run the training forward under bf16 autocast (CPU or GPU); weights and optimizer stay in model.dtype")
     speed: SpeedConfig = Field(SpeedConfig(), description="fast paths with the same math as the plain loop, not part of the fingerprint (keys: train.speed below)")
+    eval_generate: EvalGenerateConfig | None = Field(None, description="at each evaluation also generate answers and grade them: eval_accuracy (keys: train.eval_generate below); null = eval loss only")
+    best_metric: Literal["eval_loss", "eval_accuracy"] | None = Field(None, description="keep the checkpoint with the best value of this metric (eval_loss: lowest, eval_accuracy: highest) besides the newest keep_checkpoints, and save final/ from it (run.json result.best says which step and why); needs eval_every > 0. The last step is always evaluated too. null = final/ is the last step")
+    early_stopping_patience: int | None = Field(None, ge=1, description="stop after this many evaluations in a row without improving best_metric (by more than early_stopping_min_delta); final/ is still saved, from the best checkpoint. null = never stop early")
+    early_stopping_min_delta: float = Field(0.0, ge=0, description="an evaluation improves best_metric only when it is better by more than this")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field([], description="experiment trackers (accelerate's) that get every metrics.jsonl line; logs under output_dir/tracking/. Optional installs: pip install 'sftlab[tensorboard]' / 'sftlab[wandb]' / 'sftlab[mlflow]'")
 
 
 # keys that moved into a section: an old config gets an error naming the new key
@@ -125,6 +145,27 @@ class RunConfig(Strict):
                              "or add language_model to multimodal.trainable")
         return self
 
+    @model_validator(mode="after")
+    def _evaluation_keys_fit(self) -> "RunConfig":
+        """train.best_metric / early_stopping / eval_generate: what each needs, every problem at once."""
+        t, problems = self.train, []
+        has_eval_data = bool(self.data.eval) or self.data.eval_fraction > 0
+        if t.best_metric is not None and not t.eval_every:
+            problems.append(f"train.best_metric: {t.best_metric} needs evaluations during training; set train.eval_every (e.g. 50 steps)")
+        if t.best_metric == "eval_loss" and not has_eval_data:
+            problems.append("train.best_metric: eval_loss needs eval data; set data.eval or data.eval_fraction (e.g. 0.05)")
+        if t.best_metric == "eval_accuracy" and t.eval_generate is None:
+            problems.append("train.best_metric: eval_accuracy needs train.eval_generate (e.g. {source: builtin:tasks-eval, limit: 40})")
+        if t.early_stopping_patience is not None and t.best_metric is None:
+            problems.append("train.early_stopping_patience counts evaluations without improvement of train.best_metric; "
+                            "set train.best_metric: eval_loss (or eval_accuracy)")
+        if t.eval_generate is not None and self.multimodal is not None:
+            problems.append("train.eval_generate is for text models; a multimodal run is evaluated with `sftlab eval` "
+                            "(docs/multimodal.md); remove train.eval_generate")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def fingerprint(self) -> str:
         """Hash of everything that changes the result (resume refuses a changed config)."""
         payload = self.model_dump(mode="json")
@@ -132,6 +173,9 @@ class RunConfig(Strict):
         payload["train"].pop("save_every", None)
         payload["train"].pop("keep_checkpoints", None)
         payload["train"].pop("speed", None)  # the same math up to float rounding (tested): never blocks a resume
+        payload["train"].pop("report_to", None)  # trackers only watch
+        if payload["train"].get("best_metric") != "eval_accuracy":  # then generation only reports
+            payload["train"].pop("eval_generate", None)
         # the data-order scheme (2 = shuffled packing, padded batches reshuffled each epoch, rows of
         # tokens_per_batch whatever max_len is): a checkpoint made under another scheme saw its data
         # in another order, so resuming it would not continue the same run and must be refused
@@ -139,6 +183,9 @@ class RunConfig(Strict):
         # keys added after runs were saved: absent when unset, so older checkpoints keep their fingerprint
         if payload.get("multimodal") is None:
             payload.pop("multimodal", None)
+        for key, default in (("best_metric", None), ("early_stopping_patience", None), ("early_stopping_min_delta", 0.0)):
+            if payload["train"].get(key, default) == default:
+                payload["train"].pop(key, None)
         for key in ("train", "eval"):
             for src in payload["data"].get(key, []):
                 if src.get("image_dir") is None:
@@ -323,7 +370,7 @@ def format_validation_error(where: str, e: ValidationError, field_names: list[st
 
 
 def _all_field_names() -> list[str]:
-    models = [ModelConfig, LoraSettings, DataConfig, TrainConfig, SpeedConfig, RunConfig, DataSourceConfig]
+    models = [ModelConfig, LoraSettings, DataConfig, TrainConfig, SpeedConfig, EvalGenerateConfig, RunConfig, DataSourceConfig]
     return sorted({name for m in models for name in m.model_fields})
 
 
@@ -333,7 +380,7 @@ def reference_markdown() -> str:
              "unknown keys are errors.", ""]
     sections = [("model", ModelConfig), ("lora", LoraSettings), ("data", DataConfig),
                 ("data.train[] / data.eval[]", DataSourceConfig), ("train", TrainConfig),
-                ("train.speed", SpeedConfig), ("multimodal", MultimodalConfig)]
+                ("train.speed", SpeedConfig), ("train.eval_generate", EvalGenerateConfig), ("multimodal", MultimodalConfig)]
     for title, model in sections:
         lines += [f"## `{title}`", "", *fields_table(model), ""]
     return "\n".join(lines)
@@ -346,7 +393,8 @@ def fields_table(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[str
         if name in skip:
             continue
         typ = getattr(f.annotation, "__name__", None) if isinstance(f.annotation, type) else None
-        typ = (typ or str(f.annotation).replace("typing.", "")).replace("|", "\\|")
+        typ = (typ or str(f.annotation).replace("typing.", ""))
+        typ = re.sub(r"\b(?:__main__|sftlab(?:\.\w+)*)\.(\w+)", r"\1", typ).replace("|", "\\|")  # a section: its class name
         default = "required" if f.is_required() else f.get_default(call_default_factory=True)
         default = "(a section)" if isinstance(default, BaseModel) else repr(default) if default != "required" else default
         meaning = (f.description or "").replace("|", "\\|")

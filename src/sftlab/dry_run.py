@@ -79,6 +79,12 @@ def dry_run(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, fo
     refusal, plan = output_dir_verdict(out, resume=resume, overwrite=overwrite)
     if refusal:
         result.problems.append(refusal)
+    try:  # train.report_to: a tracker whose package is missing stops train before it starts
+        from sftlab.tracking import check_installed
+
+        check_installed(cfg.train.report_to)
+    except SftlabError as e:
+        result.problems.append(str(e))
 
     # ---- tokenizer, template --------------------------------------------------------------------
     vision = None

@@ -153,13 +153,14 @@ def generate_batch(
             seq = encoded[i]
             ids[row, width - len(seq) :] = torch.tensor(seq)
             att[row, width - len(seq) :] = 1
+        device = next(model.parameters()).device  # a model on a GPU (e.g. evaluated during training) gets its inputs there
         out = model.generate(
-            input_ids=ids,
-            attention_mask=att,
+            input_ids=ids.to(device),
+            attention_mask=att.to(device),
             max_new_tokens=params.max_new_tokens,
             eos_token_id=renderer.stop_token_ids,
             pad_token_id=pad_id,
-            **model_inputs(model, [extras[i] for i in idx]),
+            **{k: v.to(device) for k, v in model_inputs(model, [extras[i] for i in idx]).items()},
             **params.generate_kwargs(prompt_len=width),
         )
         for row, i in enumerate(idx):

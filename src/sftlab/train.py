@@ -32,7 +32,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from sftlab import speed
+from sftlab import speed, tracking
 from sftlab.checkpoint import (CHECKPOINT_FILES, MARKER, TEMP_PREFIX, Resumed, dumps_json, remove_stale_temp_folders, resume_latest,
                                save_checkpoint, write_json_atomic)
 from sftlab.config import RunConfig
@@ -46,6 +46,7 @@ from sftlab.render import Renderer
 from sftlab.multimodal import setup as mm_setup
 from sftlab.multimodal.vision import VisionInputs
 from sftlab.templates import apply_template
+from sftlab.train_eval import GenerationEval, TrainEval, load_best
 
 
 @dataclass
@@ -60,14 +61,17 @@ class TrainResult:
     stopped_early: str = ""
     nonfinite_skipped_steps: int = 0  # optimizer steps skipped for a non-finite loss, over the whole run (resumes included)
     warnings: list[str] = field(default_factory=list)  # e.g. compile fell back to eager
+    eval_accuracy: float | None = None  # train.eval_generate: of the model in final/
+    best: dict | None = None  # train.best_metric: the step final/ holds and why (train_eval.TrainEval.summary)
+    early_stopped: str = ""  # train.early_stopping_patience ended the run (final/ saved, unlike stopped_early)
 
 
 def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, force_resume: bool = False, model=None, tokenizer=None) -> TrainResult:
     """Train as configured. `model`/`tokenizer` may be passed in (tests, notebooks).
 
     `force_resume` resumes even when the config or data changed since the checkpoint (warned, not refused)."""
-    accelerator = Accelerator(cpu=_cpu_processes_launched())
     out = Path(cfg.train.output_dir)
+    accelerator = Accelerator(cpu=_cpu_processes_launched(), **tracking.accelerator_kwargs(cfg.train.report_to, out))
     check_output_dir(out, resume=resume, overwrite=overwrite, is_main=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     set_seed(cfg.train.seed)
@@ -75,11 +79,12 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     start = setup_resume(run, resume=resume, force=force_resume)
     if start.finished:
         return finished_result(out, start.step)
-    with speed.enabled(run.eager_model, cfg.train.speed, accelerator.device, recorded=start.kernels, log=run.log) as fast:
+    with (tracking.trackers(accelerator, cfg.train.report_to, out, run.meta["config"]),
+          speed.enabled(run.eager_model, cfg.train.speed, accelerator.device, recorded=start.kernels, log=run.log) as fast):
         run.meta["speed"] = fast.kernels  # saved with every checkpoint: a resumed run computes with the same kernels
         outcome = loop(run, start, fast)
-        if not outcome.stopped_early and run.data.eval is not None:
-            outcome.eval_loss = evaluate_loss(run.eager_model, run.data.eval, accelerator, fast.loss)
+        if not outcome.stopped_early:
+            final_evaluation(run, outcome, fast)
     return finish(run, start, outcome)
 
 
@@ -103,8 +108,9 @@ class Run:
     micro_per_step: int  # micro-batches per optimizer step, all processes
     steps_per_epoch: int
     total_steps: int
-    meta: dict  # saved in every checkpoint: fingerprints, the config, the speed kernels
+    meta: dict  # saved in every checkpoint: fingerprints, the config, the speed kernels (+ "evaluation": the best so far)
     length_warning: str
+    evals: TrainEval  # evaluation during training, best checkpoint, early stopping (train_eval.py)
 
     @property
     def log(self):
@@ -142,8 +148,9 @@ def setup(cfg: RunConfig, accelerator: Accelerator, out: Path, model, tokenizer)
     compiled = torch.compile(model) if cfg.train.compile else model
     # the config itself travels too, so a refused resume can name the keys that changed
     meta = {"config_fingerprint": cfg.fingerprint(), "data_fingerprint": data.fingerprint, "config": cfg.model_dump(mode="json")}
+    evals = TrainEval(cfg.train, GenerationEval.load(cfg.train.eval_generate, tokenizer) if cfg.train.eval_generate else None)
     return Run(cfg, accelerator, out, tokenizer, processor, data, base_name, compiled, model, params, optimizer, scheduler,
-               micro_per_step, steps_per_epoch, total_steps, meta, length_warning)
+               micro_per_step, steps_per_epoch, total_steps, meta, length_warning, evals)
 
 
 def setup_data(cfg: RunConfig, tokenizer) -> tuple[object, object | None, list[str], Prepared]:
@@ -218,8 +225,10 @@ def setup_resume(run: Run, *, resume: bool, force: bool) -> Start:
     if state is not None:
         check_resume_meta(state, run.meta, force, log)
         start.step, start.kernels = state.step, state.meta.get("speed")
-        if start.step >= run.total_steps and (out / "final").is_dir():  # a finished run: touch nothing
-            log(f"{out}: already finished at step {start.step}; nothing to do (use --overwrite to train again)")
+        run.evals.restore(state.meta.get("evaluation"))
+        if (start.step >= run.total_steps or run.evals.stop_reason) and (out / "final").is_dir():  # a finished run: touch nothing
+            log(f"{out}: already finished at step {start.step}" + (f" ({run.evals.stop_reason})" if run.evals.stop_reason else "")
+                + "; nothing to do (use --overwrite to train again)")
             start.finished = True
             return start
         log(f"resumed from {state.path} at step {start.step}")
@@ -243,13 +252,16 @@ class Outcome:
     eval_loss: float | None = None
     trained_tokens: int = 0  # this session
     started: float = field(default_factory=time.time)
-    stopped_early: str = ""
+    stopped_early: str = ""  # stopped without finishing (a signal, non-finite losses): no final/
     warnings: list[str] = field(default_factory=list)
+    eval_accuracy: float | None = None
+    early_stopped: str = ""  # train.early_stopping_patience: a planned stop, final/ is saved
 
 
 def loop(run: Run, start: Start, fast: speed.Speed) -> Outcome:
     """Optimizer steps from start.step to run.total_steps: a non-finite step is skipped (the run
-    stops after train.max_nonfinite_steps in a row), eval every eval_every, a checkpoint every
+    stops after train.max_nonfinite_steps in a row), eval every eval_every (a new best of
+    train.best_metric is checkpointed and kept; early stopping ends the loop), a checkpoint every
     save_every, and SIGINT/SIGTERM finish the step, save and stop."""
     tc, acc, log = run.cfg.train, run.accelerator, run.log
     o = Outcome(start.step, start.nonfinite_skipped)
@@ -258,6 +270,9 @@ def loop(run: Run, start: Start, fast: speed.Speed) -> Outcome:
     bar = tqdm(total=run.total_steps, initial=start.step, desc="train", unit="step", disable=not run.is_main, dynamic_ncols=True)
     with stop_signals() as stop_requested, contextlib.closing(bar):
         for step in range(start.step, run.total_steps):
+            if run.evals.stop_reason:  # resumed after an early stop that was interrupted before final/ was saved
+                o.early_stopped = run.evals.stop_reason
+                break
             o.steps = step + 1
             batches = step_batches(run.data.train, step, run.micro_per_step, acc.process_index, acc.num_processes)
             try:
@@ -297,35 +312,63 @@ def loop(run: Run, start: Start, fast: speed.Speed) -> Outcome:
                       "lr": lr_used, "grad_norm": grad_norm, "trained_tokens": n_step,
                       "trained_tokens_per_s": round(o.trained_tokens / elapsed, 1), "elapsed_s": round(elapsed, 3),
                       "nonfinite_skipped": o.nonfinite_skipped}  # steps skipped so far in the run (a skipped step has no line)
-            if tc.eval_every and (step + 1) % tc.eval_every == 0 and run.data.eval is not None:
-                o.eval_loss = evaluate_loss(run.eager_model, run.data.eval, acc, fast.loss)
-                record["eval_loss"] = round(o.eval_loss, 6)
+            new_best = False
+            if run.evals.due(step + 1, run.total_steps):
+                evaluated = run_evaluation(run, step + 1, fast)
+                record.update(evaluated)
+                new_best = run.evals.observe(step + 1, evaluated)
+                run.meta["evaluation"] = run.evals.state()
                 model.train()
             if run.is_main:
                 append_jsonl(run.metrics_path, record)
+            tracking.log(acc, record)
             bar.set_postfix(loss=f"{step_loss:.4f}", trained_tok_s=f"{o.trained_tokens / elapsed:.0f}", refresh=False)
             bar.update(1)
-            if (tc.save_every and (step + 1) % tc.save_every == 0) or stop_requested:
+            if (tc.save_every and (step + 1) % tc.save_every == 0) or stop_requested or new_best:
                 if run.is_main:
-                    save_checkpoint(run.out, step + 1, acc.unwrap_model(model), run.optimizer, run.scheduler, run.meta, tc.keep_checkpoints)
+                    save_checkpoint(run.out, step + 1, acc.unwrap_model(model), run.optimizer, run.scheduler, run.meta, tc.keep_checkpoints,
+                                    protect=run.evals.protected())
                 acc.wait_for_everyone()
             if stop_requested:
                 o.stopped_early = f"stopped by {stop_requested[0]} after step {step + 1}; resume with --resume"
                 break
+            if run.evals.stop_reason:
+                o.early_stopped = run.evals.stop_reason
+                log(o.early_stopped)
+                break
     return o
 
 
+def run_evaluation(run: Run, step: int, fast: speed.Speed) -> dict:
+    """eval_loss (with eval data) and eval_accuracy (train.eval_generate) of the model after `step`."""
+    eval_loss = (lambda: evaluate_loss(run.eager_model, run.data.eval, run.accelerator, fast.loss)) if run.data.eval is not None else (lambda: None)
+    return run.evals.evaluate(step, run.eager_model, run.accelerator, eval_loss)
+
+
+def final_evaluation(run: Run, o: Outcome, fast: speed.Speed) -> None:
+    """The end-of-run eval loss (and accuracy) of the last model; the loop's, when it evaluated the last step."""
+    metrics = run.evals.metrics_at(o.steps)
+    if metrics is None and (run.data.eval is not None or run.evals.generation is not None):
+        metrics = run_evaluation(run, o.steps, fast)
+    if metrics:
+        o.eval_loss, o.eval_accuracy = metrics.get("eval_loss", o.eval_loss), metrics.get("eval_accuracy")
+
+
 def finish(run: Run, start: Start, o: Outcome) -> TrainResult:
-    """The last checkpoint and final/ (model + card) unless the run stopped early; run.json; the summary line."""
-    final_dir = run.out / "final"
+    """The last checkpoint and final/ (model + card; from the best checkpoint under train.best_metric)
+    unless the run stopped without finishing; run.json; the summary line."""
+    final_dir, best = run.out / "final", None
     if not o.stopped_early and run.is_main:
         model = run.accelerator.unwrap_model(run.model)
-        save_checkpoint(run.out, o.steps, model, run.optimizer, run.scheduler, run.meta, run.cfg.train.keep_checkpoints)
-        card = model_card(run.cfg, run.data, base_model=run.base_name, steps=o.steps, steps_per_epoch=run.steps_per_epoch,
+        save_checkpoint(run.out, o.steps, model, run.optimizer, run.scheduler, run.meta, run.cfg.train.keep_checkpoints,
+                        protect=run.evals.protected())
+        final_from = final_weights_step(run, o, model)
+        best = run.evals.summary(o.steps, final_from)
+        card = model_card(run.cfg, run.data, base_model=run.base_name, steps=final_from, steps_per_epoch=run.steps_per_epoch,
                           final_loss=o.last_loss, eval_loss=o.eval_loss, lora=hasattr(model, "peft_config"))
         save_model(model, run.processor or run.tokenizer, final_dir, base_model=run.base_name, card=card)
     result = TrainResult(run.out, final_dir, o.steps, o.last_loss, o.eval_loss, o.trained_tokens, time.time() - o.started,
-                         o.stopped_early, o.nonfinite_skipped, o.warnings)
+                         o.stopped_early, o.nonfinite_skipped, o.warnings, o.eval_accuracy, best, o.early_stopped)
     if run.is_main:
         if run.length_warning:
             result.warnings.insert(0, run.length_warning)
@@ -333,8 +376,25 @@ def finish(run: Run, start: Start, o: Outcome) -> TrainResult:
         msg = f"done: {o.steps} steps, loss {o.last_loss:.4f}" + (f", eval loss {o.eval_loss:.4f}" if o.eval_loss is not None else "")
         if o.nonfinite_skipped:
             msg += f", {o.nonfinite_skipped} step(s) skipped for a non-finite loss"
+        if best is not None:
+            msg += f"; best {best['metric']} {best['value']:g} at step {best['step']}" + (f" ({o.early_stopped})" if o.early_stopped else "")
         run.log(msg + (f" ({o.stopped_early})" if o.stopped_early else f"; model saved to {final_dir}"))
     return result
+
+
+def final_weights_step(run: Run, o: Outcome, model) -> int:
+    """Under train.best_metric, put the best checkpoint's weights into `model` (for final/) and report
+    its eval metrics; returns the step final/ holds (the last one when that is the best or without best_metric)."""
+    step = run.evals.best.step
+    if step is None or step == o.steps:
+        return o.steps
+    if problem := load_best(run.out, step, model):
+        o.warnings.append(f"train.best_metric: the best checkpoint (step {step}) cannot be read ({problem}); final/ holds the last step instead")
+        run.log(f"warning: {o.warnings[-1]}")
+        return o.steps
+    o.eval_loss = run.evals.best.metrics.get("eval_loss", o.eval_loss)
+    o.eval_accuracy = run.evals.best.metrics.get("eval_accuracy", o.eval_accuracy)
+    return step
 
 
 # ---- helpers (each small, each used above) ---------------------------------------------------------
@@ -516,6 +576,8 @@ def sftlab_outputs(out: Path) -> tuple[list[Path], list[str]]:
             foreign.append(name)
         elif path.is_file() and name in RUN_FILES:
             ours.append(path)
+        elif path.is_dir() and name == tracking.TRACKING_DIR:  # train.report_to's logs: whatever the trackers write
+            ours.append(path)
         elif path.is_dir() and (re.fullmatch(r"checkpoint-\d+", name) or name.startswith(TEMP_PREFIX) or name == "final"):
             allowed = (lambda n: n in FINAL_FILES or _SHARD.fullmatch(n)) if name == "final" else (lambda n: n in CHECKPOINT_FILES or n == MARKER)
             odd = [f"{name}/{p.name}" + ("/" if p.is_dir() else "") for p in sorted(path.iterdir())
@@ -558,7 +620,7 @@ def describe_config_change(old: dict | None, new: dict, old_fp: str | None, new_
         return (f" (fingerprint {old_fp} -> {new_fp}; the checkpoint was saved by an older sftlab that did not record "
                 "the config, so the changed keys cannot be listed: compare with run.json or your YAML)")
     a, b = _flatten(old), _flatten(new)
-    ignore = {"train.output_dir", "train.save_every", "train.keep_checkpoints", *MOVED_KEYS}
+    ignore = {"train.output_dir", "train.save_every", "train.keep_checkpoints", "train.report_to", *MOVED_KEYS}
     changed = [k for k in sorted(a.keys() | b.keys()) if a.get(k, "<unset>") != b.get(k, "<unset>")]
     changed = [k for k in changed if k not in ignore and not k.startswith("train.speed.")]
     if not changed:  # e.g. saved before train.speed existed, when train.loss_chunk_tokens was hashed
@@ -590,7 +652,8 @@ def finished_result(out: Path, step: int) -> TrainResult:
         saved = {}
     loss = saved.get("final_loss")
     return TrainResult(out, out / "final", step, float("nan") if loss is None else loss, saved.get("eval_loss"),
-                       saved.get("trained_tokens", 0), 0.0, "", saved.get("nonfinite_skipped_steps", 0), [])
+                       saved.get("trained_tokens", 0), 0.0, "", saved.get("nonfinite_skipped_steps", 0), [],
+                       saved.get("eval_accuracy"), saved.get("best"), saved.get("early_stopped", ""))
 
 
 def length_loss_warning(report, threshold: float = 0.05) -> str:
