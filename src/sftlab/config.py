@@ -66,6 +66,12 @@ class SpeedConfig(Strict):
     loss_chunk_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field("auto", description="lm_head + cross-entropy over this many trained positions at a time, gradients made right away, so the [positions, vocab] logits and their log-softmax are never kept for the backward (memory; see speed/chunked_loss.py); auto = 2^25 logits per chunk (682 positions for a 49k vocabulary) where the model allows it, else the standard path; null = all at once, autograd keeps the log-softmax")
 
 
+class KLToBaseConfig(Strict):
+    """train.kl_to_base: a pull toward the base model's next-token distribution (sftlab/kl.py)."""
+
+    beta: float = Field(0.0, ge=0, description="loss = CE + beta * KL(tuned || base), both summed over the trained positions of the step and divided by its trained tokens; 0 = off (the plain loss, no extra forward). LoRA: the base is the same model with its adapters switched off (one extra no-grad forward per micro-batch, no second model in memory); full fine-tuning: a frozen copy of the starting weights (2x the weights in memory). lm_head runs at trained positions in chunks of train.speed.loss_chunk_tokens (auto: 2^24 logits). The mean KL per trained token is logged as kl_to_base in metrics.jsonl (and the CE alone as ce_loss); docs/forgetting.md")
+
+
 class TrainConfig(Strict):
     output_dir: str = Field("runs/sft", description="checkpoints, metrics.jsonl, final/ model")
     lr: float = Field(2e-4, gt=0, description="peak learning rate (AdamW)")
@@ -87,6 +93,7 @@ class TrainConfig(Strict):
     gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward: less memory, ~1 extra forward of compute")
     compile: bool = Field(False, description="torch.compile the model for training; if compiling fails the run warns and continues uncompiled")
     autocast: Literal["off", "bf16"] = Field("off", description="run the training forward under bf16 autocast (CPU or GPU); weights and optimizer stay in model.dtype")
+    kl_to_base: KLToBaseConfig = Field(KLToBaseConfig(), description="KL pull toward the base model, a forgetting control (keys: train.kl_to_base below)")
     speed: SpeedConfig = Field(SpeedConfig(), description="fast paths with the same math as the plain loop, not part of the fingerprint (keys: train.speed below)")
 
 
@@ -117,6 +124,13 @@ class RunConfig(Strict):
     multimodal: MultimodalConfig | None = Field(None, description="vision-language tuning (see multimodal.* below)")
 
     @model_validator(mode="after")
+    def _kl_is_text_only(self) -> "RunConfig":
+        if self.multimodal is not None and self.train.kl_to_base.beta > 0:
+            raise ValueError(f"train.kl_to_base.beta: {self.train.kl_to_base.beta} is not supported for multimodal runs yet; "
+                             "set train.kl_to_base.beta: 0")
+        return self
+
+    @model_validator(mode="after")
     def _lora_needs_language_model(self) -> "RunConfig":
         mm = self.multimodal
         if mm is not None and self.lora.enabled and "language_model" not in mm.trainable:
@@ -139,6 +153,8 @@ class RunConfig(Strict):
         # keys added after runs were saved: absent when unset, so older checkpoints keep their fingerprint
         if payload.get("multimodal") is None:
             payload.pop("multimodal", None)
+        if payload["train"].get("kl_to_base") == KLToBaseConfig().model_dump(mode="json"):
+            payload["train"].pop("kl_to_base", None)
         for key in ("train", "eval"):
             for src in payload["data"].get(key, []):
                 if src.get("image_dir") is None:
@@ -323,7 +339,7 @@ def format_validation_error(where: str, e: ValidationError, field_names: list[st
 
 
 def _all_field_names() -> list[str]:
-    models = [ModelConfig, LoraSettings, DataConfig, TrainConfig, SpeedConfig, RunConfig, DataSourceConfig]
+    models = [ModelConfig, LoraSettings, DataConfig, TrainConfig, KLToBaseConfig, SpeedConfig, RunConfig, DataSourceConfig]
     return sorted({name for m in models for name in m.model_fields})
 
 
@@ -333,7 +349,7 @@ def reference_markdown() -> str:
              "unknown keys are errors.", ""]
     sections = [("model", ModelConfig), ("lora", LoraSettings), ("data", DataConfig),
                 ("data.train[] / data.eval[]", DataSourceConfig), ("train", TrainConfig),
-                ("train.speed", SpeedConfig), ("multimodal", MultimodalConfig)]
+                ("train.kl_to_base", KLToBaseConfig), ("train.speed", SpeedConfig), ("multimodal", MultimodalConfig)]
     for title, model in sections:
         lines += [f"## `{title}`", "", *fields_table(model), ""]
     return "\n".join(lines)
