@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from sftlab.configbase import Strict
-from sftlab.data.config import DataSourceConfig
+from sftlab.data.config import DataSourceConfig, ReplayConfig
 from sftlab.errors import ConfigError
 from sftlab.model import DEFAULT_MODEL
 
@@ -49,9 +49,25 @@ class DataConfig(Strict):
     length_policy: Literal["drop", "truncate", "split"] = Field("split", description="what to do with over-long examples (always counted and reported)")
     packing: bool = Field(True, description="pack examples into rows without padding; false = padded batches (reshuffled each epoch)")
     pack_order: Literal["shuffled", "by_length"] = Field("shuffled", description="how packed rows are filled: shuffled = examples placed by best fit in a seeded random order, so each row is a random sample like a random batch (97-99% full); by_length = best-fit-decreasing over the whole set (~99% full, but each row holds examples of alike length: measured worse per epoch, docs/quality.md)")
+    order: Literal["shuffled", "as_given", "curriculum"] = Field("shuffled", description="the order training sees the examples in: shuffled = a seeded random placement into rows, rows reshuffled each epoch (pack_order applies); as_given = the sources' order (e.g. a curated file already ordered by `sftlab curate`'s curriculum block): rows filled in sequence (next fit), never reshuffled; curriculum = sorted by the numeric meta key `order_key`, ascending (stable), then as_given. Replay pieces (data.replay) are spread evenly through an ordered stream")
+    order_key: str | None = Field(None, description="data.order: curriculum: the meta key to sort by, ascending (e.g. a score written by a curate block); every training row must have a number there")
+    replay: ReplayConfig | None = Field(None, description="general plain text mixed into training at a fraction of the trained tokens, a forgetting control (keys: data.replay below; docs/forgetting.md)")
     on_error: Literal["raise", "skip"] = Field("raise", description="bad rows: stop with all problems listed, or skip them (counted)")
     # exclude=True: not in model_dump, so not in RunConfig.fingerprint: turning the cache on or off
     # changes no result, and must neither block `--resume` nor change existing runs' fingerprints.
+    @model_validator(mode="after")
+    def _order_keys(self) -> "DataConfig":
+        problems = []
+        if self.order == "curriculum" and not self.order_key:
+            problems.append("data.order: curriculum needs data.order_key (the meta key to sort by, ascending)")
+        if self.order != "curriculum" and self.order_key:
+            problems.append(f"data.order_key: {self.order_key!r} is only used with data.order: curriculum (order is {self.order!r})")
+        if self.order != "shuffled" and self.pack_order != "shuffled":
+            problems.append(f"data.pack_order: {self.pack_order} reorders the examples; with data.order: {self.order} leave pack_order at shuffled")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     cache: bool = Field(True, exclude=True, description="reuse rendered+tokenised rows from $SFTLAB_CACHE/tokenized (default ~/.cache/sftlab/tokenized), keyed by data, tokenizer, template and train_on; false = always render")
 
 
@@ -153,6 +169,9 @@ class RunConfig(Strict):
         # keys added after runs were saved: absent when unset, so older checkpoints keep their fingerprint
         if payload.get("multimodal") is None:
             payload.pop("multimodal", None)
+        for key, default in (("order", "shuffled"), ("order_key", None), ("replay", None)):
+            if payload["data"].get(key, default) == default:
+                payload["data"].pop(key, None)
         if payload["train"].get("kl_to_base") == KLToBaseConfig().model_dump(mode="json"):
             payload["train"].pop("kl_to_base", None)
         for key in ("train", "eval"):
@@ -339,7 +358,7 @@ def format_validation_error(where: str, e: ValidationError, field_names: list[st
 
 
 def _all_field_names() -> list[str]:
-    models = [ModelConfig, LoraSettings, DataConfig, TrainConfig, KLToBaseConfig, SpeedConfig, RunConfig, DataSourceConfig]
+    models = [ModelConfig, LoraSettings, DataConfig, TrainConfig, KLToBaseConfig, SpeedConfig, RunConfig, DataSourceConfig, ReplayConfig]
     return sorted({name for m in models for name in m.model_fields})
 
 
@@ -348,7 +367,7 @@ def reference_markdown() -> str:
     lines = ["# Config reference", "", "Generated from `src/sftlab/config.py` by `python -m sftlab.config`; "
              "unknown keys are errors.", ""]
     sections = [("model", ModelConfig), ("lora", LoraSettings), ("data", DataConfig),
-                ("data.train[] / data.eval[]", DataSourceConfig), ("train", TrainConfig),
+                ("data.train[] / data.eval[]", DataSourceConfig), ("data.replay", ReplayConfig), ("train", TrainConfig),
                 ("train.kl_to_base", KLToBaseConfig), ("train.speed", SpeedConfig), ("multimodal", MultimodalConfig)]
     for title, model in sections:
         lines += [f"## `{title}`", "", *fields_table(model), ""]
