@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from sftlab.configbase import Strict
-from sftlab.data.config import DataSourceConfig
+from sftlab.data.config import DataSourceConfig, ReplayConfig
 from sftlab.errors import ConfigError
 from sftlab.model import DEFAULT_MODEL
 
@@ -50,9 +50,25 @@ class DataConfig(Strict):
     length_policy: Literal["drop", "truncate", "split"] = Field("split", description="what to do with over-long examples (always counted and reported)")
     packing: bool = Field(True, description="pack examples into rows without padding; false = padded batches (reshuffled each epoch)")
     pack_order: Literal["shuffled", "by_length"] = Field("shuffled", description="how packed rows are filled: shuffled = examples placed by best fit in a seeded random order, so each row is a random sample like a random batch (97-99% full); by_length = best-fit-decreasing over the whole set (~99% full, but each row holds examples of alike length: measured worse per epoch, docs/quality.md)")
+    order: Literal["shuffled", "as_given", "curriculum"] = Field("shuffled", description="the order training sees the examples in: shuffled = a seeded random placement into rows, rows reshuffled each epoch (pack_order applies); as_given = the sources' order (e.g. a curated file already ordered by `sftlab curate`'s curriculum block): rows filled in sequence (next fit), never reshuffled; curriculum = sorted by the numeric meta key `order_key`, ascending (stable), then as_given. Replay pieces (data.replay) are spread evenly through an ordered stream")
+    order_key: str | None = Field(None, description="data.order: curriculum: the meta key to sort by, ascending (e.g. a score written by a curate block); every training row must have a number there")
+    replay: ReplayConfig | None = Field(None, description="general plain text mixed into training at a fraction of the trained tokens, a forgetting control (keys: data.replay below; docs/forgetting.md)")
     on_error: Literal["raise", "skip"] = Field("raise", description="bad rows: stop with all problems listed, or skip them (counted)")
     # exclude=True: not in model_dump, so not in RunConfig.fingerprint: turning the cache on or off
     # changes no result, and must neither block `--resume` nor change existing runs' fingerprints.
+    @model_validator(mode="after")
+    def _order_keys(self) -> "DataConfig":
+        problems = []
+        if self.order == "curriculum" and not self.order_key:
+            problems.append("data.order: curriculum needs data.order_key (the meta key to sort by, ascending)")
+        if self.order != "curriculum" and self.order_key:
+            problems.append(f"data.order_key: {self.order_key!r} is only used with data.order: curriculum (order is {self.order!r})")
+        if self.order != "shuffled" and self.pack_order != "shuffled":
+            problems.append(f"data.pack_order: {self.pack_order} reorders the examples; with data.order: {self.order} leave pack_order at shuffled")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     cache: bool = Field(True, exclude=True, description="reuse rendered+tokenised rows from $SFTLAB_CACHE/tokenized (default ~/.cache/sftlab/tokenized), keyed by data, tokenizer, template and train_on; false = always render")
 
 
@@ -65,6 +81,12 @@ class SpeedConfig(Strict):
     packed_attention: bool = Field(True, description="with sdpa, attend within each packed example instead of one masked attention over the whole row (same math, faster; see speed/packed_attention.py)")
     cpu_matmul: Literal["auto", "torch", "openblas"] = Field("auto", description="CPU fp32 training: the BLAS for the linear layers' products (LoRA layers, SwiGLU down projection, lm_head). auto = time both once at start (~0.5 s) and use numpy's OpenBLAS where it is >= 1.1x faster than torch's MKL (AMD CPUs: ~1.25x); torch = always torch; openblas = always OpenBLAS (an error if numpy has none). See speed/cpu_blas.py; a resumed run reuses the choice its checkpoint recorded")
     loss_chunk_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field("auto", description="lm_head + cross-entropy over this many trained positions at a time, gradients made right away, so the [positions, vocab] logits and their log-softmax are never kept for the backward (memory; see speed/chunked_loss.py); auto = 2^25 logits per chunk (682 positions for a 49k vocabulary) where the model allows it, else the standard path; null = all at once, autograd keeps the log-softmax")
+
+
+class KLToBaseConfig(Strict):
+    """train.kl_to_base: a pull toward the base model's next-token distribution (sftlab/kl.py)."""
+
+    beta: float = Field(0.0, ge=0, description="loss = CE + beta * KL(tuned || base), both summed over the trained positions of the step and divided by its trained tokens; 0 = off (the plain loss, no extra forward). LoRA: the base is the same model with its adapters switched off (one extra no-grad forward per micro-batch, no second model in memory); full fine-tuning: a frozen copy of the starting weights (2x the weights in memory). lm_head runs at trained positions in chunks of train.speed.loss_chunk_tokens (auto: 2^24 logits). The mean KL per trained token is logged as kl_to_base in metrics.jsonl (and the CE alone as ce_loss); docs/forgetting.md")
 
 
 class EvalGenerateConfig(Strict):
@@ -102,6 +124,7 @@ class TrainConfig(Strict):
     gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward: less memory, ~1 extra forward of compute")
     compile: bool = Field(False, description="torch.compile the model for training; if compiling fails the run warns and continues uncompiled")
     autocast: Literal["off", "bf16"] = Field("off", description="run the training forward under bf16 autocast (CPU or GPU); weights and optimizer stay in model.dtype")
+    kl_to_base: KLToBaseConfig = Field(KLToBaseConfig(), description="KL pull toward the base model, a forgetting control (keys: train.kl_to_base below)")
     speed: SpeedConfig = Field(SpeedConfig(), description="fast paths with the same math as the plain loop, not part of the fingerprint (keys: train.speed below)")
     eval_generate: EvalGenerateConfig | None = Field(None, description="at each evaluation also generate answers and grade them: eval_accuracy (keys: train.eval_generate below); null = eval loss only")
     best_metric: Literal["eval_loss", "eval_accuracy"] | None = Field(None, description="keep the checkpoint with the best value of this metric (eval_loss: lowest, eval_accuracy: highest) besides the newest keep_checkpoints, and save final/ from it (run.json result.best says which step and why); needs eval_every > 0. The last step is always evaluated too. null = final/ is the last step")
@@ -135,6 +158,13 @@ class RunConfig(Strict):
     data: DataConfig
     train: TrainConfig = TrainConfig()
     multimodal: MultimodalConfig | None = Field(None, description="vision-language tuning (see multimodal.* below)")
+
+    @model_validator(mode="after")
+    def _kl_is_text_only(self) -> "RunConfig":
+        if self.multimodal is not None and self.train.kl_to_base.beta > 0:
+            raise ValueError(f"train.kl_to_base.beta: {self.train.kl_to_base.beta} is not supported for multimodal runs yet; "
+                             "set train.kl_to_base.beta: 0")
+        return self
 
     @model_validator(mode="after")
     def _lora_needs_language_model(self) -> "RunConfig":
@@ -186,6 +216,11 @@ class RunConfig(Strict):
         for key, default in (("best_metric", None), ("early_stopping_patience", None), ("early_stopping_min_delta", 0.0)):
             if payload["train"].get(key, default) == default:
                 payload["train"].pop(key, None)
+        for key, default in (("order", "shuffled"), ("order_key", None), ("replay", None)):
+            if payload["data"].get(key, default) == default:
+                payload["data"].pop(key, None)
+        if payload["train"].get("kl_to_base") == KLToBaseConfig().model_dump(mode="json"):
+            payload["train"].pop("kl_to_base", None)
         for key in ("train", "eval"):
             for src in payload["data"].get(key, []):
                 if src.get("image_dir") is None:
@@ -370,7 +405,7 @@ def format_validation_error(where: str, e: ValidationError, field_names: list[st
 
 
 def _all_field_names() -> list[str]:
-    models = [ModelConfig, LoraSettings, DataConfig, TrainConfig, SpeedConfig, EvalGenerateConfig, RunConfig, DataSourceConfig]
+    models = [ModelConfig, LoraSettings, DataConfig, TrainConfig, KLToBaseConfig, SpeedConfig, EvalGenerateConfig, RunConfig, DataSourceConfig, ReplayConfig]
     return sorted({name for m in models for name in m.model_fields})
 
 
@@ -379,8 +414,9 @@ def reference_markdown() -> str:
     lines = ["# Config reference", "", "Generated from `src/sftlab/config.py` by `python -m sftlab.config`; "
              "unknown keys are errors.", ""]
     sections = [("model", ModelConfig), ("lora", LoraSettings), ("data", DataConfig),
-                ("data.train[] / data.eval[]", DataSourceConfig), ("train", TrainConfig),
-                ("train.speed", SpeedConfig), ("train.eval_generate", EvalGenerateConfig), ("multimodal", MultimodalConfig)]
+                ("data.train[] / data.eval[]", DataSourceConfig), ("data.replay", ReplayConfig), ("train", TrainConfig),
+                ("train.kl_to_base", KLToBaseConfig), ("train.speed", SpeedConfig), ("train.eval_generate", EvalGenerateConfig),
+                ("multimodal", MultimodalConfig)]
     for title, model in sections:
         lines += [f"## `{title}`", "", *fields_table(model), ""]
     return "\n".join(lines)

@@ -249,7 +249,21 @@ def collate_padded(examples: list[Rendered], pad_id: int) -> Batch:
     return Batch(ids, labels, pos, att, B, int(att.sum()))
 
 
-PackOrder = Literal["shuffled", "by_length"]
+PackOrder = Literal["shuffled", "by_length", "as_given"]
+
+
+def next_fit_bins(lengths: list[int], budget: int) -> list[list[int]]:
+    """Items in their order, a new bin whenever the next one does not fit: the order is kept
+    across bins (bin k holds only items before those of bin k+1). An item over `budget` gets its own bin."""
+    bins: list[list[int]] = []
+    used = budget + 1
+    for i, n in enumerate(lengths):
+        if not bins or used + n > budget:
+            bins.append([])
+            used = 0
+        bins[-1].append(i)
+        used += n
+    return bins
 
 
 @dataclass
@@ -264,6 +278,8 @@ class PackedDataset:
     Padded (`padded=True`): each epoch the examples are reshuffled and cut into batches of
     `batch_size`, as a shuffling DataLoader does (the same groups every epoch, consecutive rows of
     the file, would be correlated batches).
+    `order="as_given"` (data.order: as_given / curriculum): the examples' own order is the training
+    order: rows filled in sequence (next fit), padded batches consecutive, nothing reshuffled.
     `bins` (the rows as made, epoch-independent) serve evaluation, which needs no order.
     """
 
@@ -283,6 +299,8 @@ class PackedDataset:
         if self.padded:
             idx = list(range(len(self.examples)))
             self.bins = [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        elif self.order == "as_given":
+            self.bins = next_fit_bins(lengths, self.budget)
         elif self.order == "shuffled":
             placement = list(range(len(self.examples)))
             random.Random(f"sftlab-pack-{self.seed}").shuffle(placement)
@@ -297,7 +315,8 @@ class PackedDataset:
     def epoch_order(self, epoch: int) -> list[int]:
         """The order of `bins` in `epoch` (packed mode; a pure function of seed and epoch)."""
         order = list(range(len(self.bins)))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        if self.order != "as_given":
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
         return order
 
     def epoch_rows(self, epoch: int) -> list[list[int]]:
@@ -306,7 +325,8 @@ class PackedDataset:
         if not self.padded:
             return [self.bins[i] for i in self.epoch_order(epoch)]
         idx = list(range(len(self.examples)))
-        random.Random(self.seed * 1_000_003 + epoch).shuffle(idx)
+        if self.order != "as_given":
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(idx)
         return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
 
     def collate(self, example_indices: list[int]) -> Batch:

@@ -44,6 +44,67 @@ def load_sources(sources: list[DataSourceConfig], on_error: str, seed: int) -> t
     return out, notes
 
 
+def labels_of(r: Rendered) -> int:
+    """Trained tokens as the loss counts them: labels (pack.shifted_labels), i.e. trained tokens after the first."""
+    return sum(r.loss_mask[1:])
+
+
+def add_replay(renderer: Renderer, replay, rendered: list[Rendered], data: DataConfig, cache, seed: int,
+               store_cache: bool = True) -> tuple[list[Rendered], str, str]:
+    """`rendered` + pieces of the replay text making up `replay.fraction` of all trained tokens (labels):
+    replay = round(f / (1 - f) * instruction labels), exactly (the last piece is cut). Pieces (the text
+    split at data.max_len) are drawn in a seeded random order, the whole text again (reshuffled) when
+    one pass is not enough. Shuffled data order: appended (the packer places them at random);
+    as_given / curriculum: spread evenly through the ordered stream. Returns (rows, note, cache status)."""
+    from sftlab.pack import _cut
+
+    convs = replay.load(on_error=data.on_error).conversations
+    not_text = [c for c in convs if c.kind != "text"]
+    if not convs or not_text:
+        raise DataError(Problem(replay.path, "data.replay", f"{len(not_text)} of {len(convs)} replay rows are not plain text"
+                                if convs else "no replay text was loaded",
+                                "point data.replay.path at .txt files or JSONL with a `text` field (format: text)"))
+    rows, status = render_checked(renderer, convs, "render replay", cache, check=False, store=store_cache)
+    pieces, _ = apply_length_policy(rows, data.max_len, "split")
+    pieces = [p for p in pieces if labels_of(p) > 0]
+    if not pieces:
+        raise DataError(Problem(replay.path, "data.replay", "the replay text has no trainable tokens", "give longer documents"))
+    have = sum(labels_of(r) for r in rendered)
+    need = round(replay.fraction / (1.0 - replay.fraction) * have)
+    rng = random.Random(f"sftlab-replay-{seed}")
+    chosen: list[Rendered] = []
+    got, passes = 0, 0
+    while got < need:
+        order = list(range(len(pieces)))
+        rng.shuffle(order)
+        passes += 1
+        for i in order:
+            p, n = pieces[i], labels_of(pieces[i])
+            if got + n > need:  # cut: the first k+1 tokens carry k labels (every text token is trained)
+                k = need - got
+                end = next(j for j in range(1, len(p) + 1) if sum(p.loss_mask[1:j]) == k)
+                p = _cut(p, 0, end, LengthReport(data.max_len, "truncate"))
+                n = k
+            chosen.append(p)
+            got += n
+            if got >= need:
+                break
+    if data.order == "shuffled":
+        out = rendered + chosen
+    else:  # spread evenly: replay piece j goes after instruction row round((j + 1) * len / (m + 1))
+        out, m, j = [], len(chosen), 0
+        for i, r in enumerate(rendered):
+            out.append(r)
+            while j < m and round((j + 1) * len(rendered) / (m + 1)) <= i + 1:
+                out.append(chosen[j])
+                j += 1
+        out += chosen[j:]
+    total = have + got
+    note = (f"replay {replay.path}: {len(chosen)} pieces, {got} trained tokens = {got / max(1, total):.1%} of {total} "
+            f"(data.replay.fraction {replay.fraction})" + (f"; the text was cycled {passes} times (too short for the fraction)" if passes > 1 else ""))
+    return out, note, status
+
+
 def data_fingerprint(rendered: list[Rendered]) -> str:
     h = hashlib.sha256()
     for r in rendered:
@@ -73,7 +134,8 @@ class Prepared:
             layout = f"{len(tr)} padded batches of {tr.batch_size} examples, reshuffled each epoch (non-pad {tr.fill_ratio():.1%})"
         else:
             layout = (f"{len(tr)} packed rows of <= {tr.budget} tokens (train.tokens_per_batch), examples placed in "
-                      f"{'a seeded random order' if tr.order == 'shuffled' else 'length order'} (data.pack_order: {tr.order}; fill {tr.fill_ratio():.1%})")
+                      f"{ {'shuffled': 'a seeded random order', 'by_length': 'length order'}.get(tr.order, 'the data order, never reshuffled')} "
+                      f"({'data.pack_order: ' + tr.order if tr.order != 'as_given' else 'data.order'}; fill {tr.fill_ratio():.1%})")
             if tr.oversize_rows:
                 layout += (f"; {tr.oversize_rows} example(s) longer than tokens_per_batch (up to data.max_len {tr.examples and max(len(r) for r in tr.examples)}) "
                            "have a row of their own: raise train.tokens_per_batch to data.max_len to pack them with others")
@@ -159,6 +221,14 @@ def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id
         eval_convs = []
     if not convs:
         raise DataError(Problem("data.train", "", "no training examples were loaded", "check the paths and formats"))
+    if data.order == "curriculum":
+        from sftlab.curate.mix import curriculum_order
+
+        convs = curriculum_order(convs, data.order_key)
+        notes.append(f"data.order: curriculum by meta.{data.order_key}, ascending ({convs[0].meta[data.order_key]} .. "
+                     f"{convs[-1].meta[data.order_key]}); rows filled in that order, never reshuffled")
+    elif data.order == "as_given":
+        notes.append("data.order: as_given: the sources' order; rows filled in that order, never reshuffled")
 
     cache = TokenCache(renderer, cache_root()) if data.cache else None
     rendered, train_status = render_checked(renderer, convs, "render train", cache, check=True, preflight_rows=preflight_rows,
@@ -166,11 +236,15 @@ def prepare(renderer: Renderer, data: DataConfig, train_cfg: TrainConfig, pad_id
     statuses = [f"train {train_status}"]
     rendered = with_images(rendered, convs, vision, "data.train")
     rendered, length_report = apply_length_policy(rendered, data.max_len, data.length_policy)
+    if data.replay is not None:
+        rendered, replay_note, replay_status = add_replay(renderer, data.replay, rendered, data, cache, train_cfg.seed, store_cache)
+        notes.append(replay_note)
+        statuses.append(f"replay {replay_status}")
     # rows hold up to tokens_per_batch tokens, so a step is the size the config says; an example
     # longer than that (up to max_len) gets a row of its own, counted in the summary
     budget = train_cfg.tokens_per_batch
     train = PackedDataset(rendered, budget, padded=not data.packing, batch_size=train_cfg.batch_size, pad_id=pad_id,
-                          seed=train_cfg.seed, order=data.pack_order, vision=vision)
+                          seed=train_cfg.seed, order=data.pack_order if data.order == "shuffled" else "as_given", vision=vision)
     eval_ds = None
     if eval_convs:
         ev, eval_status = render_checked(renderer, eval_convs, "render eval", cache, check=False, store=store_cache)

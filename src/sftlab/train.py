@@ -6,6 +6,8 @@ Its loss is   sum of token cross-entropies over all of them / number of trained 
 them   — every trained token weighs the same, however the tokens fall into micro-batches or
 processes. Each micro-batch backpropagates  loss_sum * world / n_step  because DDP averages
 gradients over processes. tests/test_train.py checks batch 8 x 1 step == batch 1 x 8 accumulated.
+With train.kl_to_base.beta > 0 each token's term is  CE + beta * KL(tuned || base)  (sftlab/kl.py),
+normalised the same way; eval losses stay plain CE.
 
 Memory/speed options (train.*; each measured by `benchmarks/bench_train.py --techniques`):
 gradient_checkpointing, compile (falls back to eager with a warning if compiling fails), autocast
@@ -37,6 +39,7 @@ from sftlab.checkpoint import (CHECKPOINT_FILES, MARKER, TEMP_PREFIX, Resumed, d
                                save_checkpoint, write_json_atomic)
 from sftlab.config import RunConfig
 from sftlab.errors import SftlabError
+from sftlab.kl import KLToBase, reference_copy
 from sftlab.loss import summed_loss
 from sftlab.model import add_lora, count_parameters, load_model, load_tokenizer, save_model
 from sftlab.model_card import model_card
@@ -111,6 +114,7 @@ class Run:
     meta: dict  # saved in every checkpoint: fingerprints, the config, the speed kernels (+ "evaluation": the best so far)
     length_warning: str
     evals: TrainEval  # evaluation during training, best checkpoint, early stopping (train_eval.py)
+    kl: KLToBase | None = None  # train.kl_to_base.beta > 0: the training loss (CE + beta * KL to the base)
 
     @property
     def log(self):
@@ -135,6 +139,12 @@ def setup(cfg: RunConfig, accelerator: Accelerator, out: Path, model, tokenizer)
         log(f"warning: {length_warning}")
     base_name = cfg.model.name if model is None else None
     model = setup_model(cfg, model, tokenizer, added_tokens, processor)
+    kl = None
+    if cfg.train.kl_to_base.beta > 0:  # before any resume loads weights: the reference is the starting model
+        reference = None if cfg.lora.enabled else reference_copy(model).to(accelerator.device)
+        kl = KLToBase(cfg.train.kl_to_base.beta, reference, cfg.train.speed.loss_chunk_tokens)
+        log(f"kl_to_base: beta {kl.beta}; base distribution from "
+            + ("the same model with its LoRA adapters switched off" if reference is None else "a frozen copy of the starting weights"))
     trainable, total = count_parameters(model)
     if accelerator.is_main_process:
         check_free_space(out, model)
@@ -150,7 +160,7 @@ def setup(cfg: RunConfig, accelerator: Accelerator, out: Path, model, tokenizer)
     meta = {"config_fingerprint": cfg.fingerprint(), "data_fingerprint": data.fingerprint, "config": cfg.model_dump(mode="json")}
     evals = TrainEval(cfg.train, GenerationEval.load(cfg.train.eval_generate, tokenizer) if cfg.train.eval_generate else None)
     return Run(cfg, accelerator, out, tokenizer, processor, data, base_name, compiled, model, params, optimizer, scheduler,
-               micro_per_step, steps_per_epoch, total_steps, meta, length_warning, evals)
+               micro_per_step, steps_per_epoch, total_steps, meta, length_warning, evals, kl)
 
 
 def setup_data(cfg: RunConfig, tokenizer) -> tuple[object, object | None, list[str], Prepared]:
@@ -266,6 +276,8 @@ def loop(run: Run, start: Start, fast: speed.Speed) -> Outcome:
     tc, acc, log = run.cfg.train, run.accelerator, run.log
     o = Outcome(start.step, start.nonfinite_skipped)
     model, nonfinite_in_a_row = run.model, 0
+    # train.kl_to_base.beta > 0: CE + beta * KL to the base (sftlab/kl.py); else the plain/fast CE
+    loss_fn = fast.loss if run.kl is None else run.kl
     model.train()
     bar = tqdm(total=run.total_steps, initial=start.step, desc="train", unit="step", disable=not run.is_main, dynamic_ncols=True)
     with stop_signals() as stop_requested, contextlib.closing(bar):
@@ -275,8 +287,10 @@ def loop(run: Run, start: Start, fast: speed.Speed) -> Outcome:
                 break
             o.steps = step + 1
             batches = step_batches(run.data.train, step, run.micro_per_step, acc.process_index, acc.num_processes)
+            if run.kl is not None:
+                run.kl.reset()
             try:
-                step_loss, n_step, _ = accumulate_gradients(model, batches, acc, loss_fn=fast.loss, autocast=tc.autocast)
+                step_loss, n_step, _ = accumulate_gradients(model, batches, acc, loss_fn=loss_fn, autocast=tc.autocast)
             except Exception as e:  # noqa: BLE001 - only a compiled model is retried; eager errors propagate
                 if model is run.eager_model:
                     raise
@@ -287,7 +301,9 @@ def loop(run: Run, start: Start, fast: speed.Speed) -> Outcome:
                 log(f"warning: {o.warnings[-1]}")
                 run.optimizer.zero_grad(set_to_none=True)
                 model = run.eager_model
-                step_loss, n_step, _ = accumulate_gradients(model, batches, acc, loss_fn=fast.loss, autocast=tc.autocast)
+                if run.kl is not None:
+                    run.kl.reset()
+                step_loss, n_step, _ = accumulate_gradients(model, batches, acc, loss_fn=loss_fn, autocast=tc.autocast)
             if not math.isfinite(step_loss):
                 run.optimizer.zero_grad(set_to_none=True)
                 nonfinite_in_a_row += 1
@@ -312,6 +328,8 @@ def loop(run: Run, start: Start, fast: speed.Speed) -> Outcome:
                       "lr": lr_used, "grad_norm": grad_norm, "trained_tokens": n_step,
                       "trained_tokens_per_s": round(o.trained_tokens / elapsed, 1), "elapsed_s": round(elapsed, 3),
                       "nonfinite_skipped": o.nonfinite_skipped}  # steps skipped so far in the run (a skipped step has no line)
+            if run.kl is not None:  # loss = ce_loss + beta * kl_to_base (each per trained token of the step)
+                record.update(run.kl.step_record(acc, n_step))
             new_best = False
             if run.evals.due(step + 1, run.total_steps):
                 evaluated = run_evaluation(run, step + 1, fast)

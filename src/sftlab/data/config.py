@@ -99,3 +99,14 @@ class DataSourceConfig(SourceConfig):
                              f"{data['weight']!r} (it multiplies this source's rows: 2 = every row twice). A share "
                              "relative to other sources is a curate input's weight (sftlab curate, mix block)")
         return data
+
+
+class ReplayConfig(SourceConfig):
+    """data.replay: plain text mixed into training (sftlab/prepare.py `add_replay`). Its documents load
+    as kind "text" (every token trained), are split at data.max_len, and pieces are drawn in a seeded
+    random order (the text cycled when it is too short) until replay makes up `fraction` of the
+    trained tokens of the training set, the last piece cut to hit the count exactly."""
+
+    format: str = Field("text", description="text: one document per .txt file / per record's `text` field (any format that yields plain-text documents)")
+    fraction: float = Field(description="share of the TRAINED TOKENS (what the loss averages over) that are replay text: "
+                            "replay tokens / (instruction tokens + replay tokens); 0.1 = 10%", gt=0.0, lt=1.0)
