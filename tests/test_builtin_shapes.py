@@ -162,7 +162,7 @@ def test_sets_have_the_right_families_and_sizes(suite):
 def test_default_sizes_fit_the_spec(tmp_path):
     paths = S.write_suite(tmp_path, seed=0)
     n = {k: sum(1 for _ in open(paths[k])) for k in ("stage1", "stage2", "eval", "llava")}
-    assert n == {"stage1": 1200, "stage2": 1500, "eval": 40 * 8, "llava": 600}
+    assert n == {"stage1": 1200, "stage2": 3000, "eval": 40 * 8, "llava": 600}
     evals = S.read_jsonl(paths["eval"])
     # counts in the held-out count family are not all 1
     assert len({c.meta["answer"] for c in evals if c.meta["family"] == "count_shape"}) == 3
@@ -288,7 +288,7 @@ def test_builtin_sources_load_and_are_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("SFTLAB_CACHE", str(tmp_path))
     res = SourceConfig(path="builtin:shapes-stage2").load()
     convs = res.conversations if hasattr(res, "conversations") else res[0]
-    assert len(convs) == 1500 and all(c.images and os.path.isfile(c.images[0]) for c in convs)
+    assert len(convs) == 3000 and all(c.images and os.path.isfile(c.images[0]) for c in convs)
     assert {c.meta["family"] for c in convs} == set(S.SEEN_FAMILIES)
     folder = S.suite_dir(0)
     assert folder.parent == tmp_path / "shapes" and folder.name.startswith("v1-seed0-48px-")
@@ -303,3 +303,19 @@ def test_builtin_sources_load_and_are_cached(tmp_path, monkeypatch):
 
     with pytest.raises(DataError, match="unknown built-in data set"):
         SourceConfig(path="builtin:shapes-nope").load()
+
+
+def test_stage2_chat_groups_every_question_of_an_image_into_one_conversation():
+    """builtin:shapes-stage2-chat: the same questions and answers as shapes-stage2, one conversation per
+    image, the image once (first user turn), nothing lost or duplicated."""
+    singles = S.load_set("shapes-stage2")
+    chats = S.load_set("shapes-stage2-chat")
+    assert len(chats) == len({c.images[0] for c in singles}) and sum(len(c.messages) // 2 for c in chats) == len(singles)
+    pairs = sorted((c.images[0], c.messages[0].content.replace("<image>\n", ""), c.messages[1].content) for c in singles)
+    got = sorted((c.images[0], m.content.replace("<image>\n", ""), a.content)
+                 for c in chats for m, a in zip(c.messages[::2], c.messages[1::2]))
+    assert got == pairs
+    for c in chats:
+        assert len(c.images) == 1 and c.messages[0].content.startswith("<image>\n")
+        assert sum(m.content.count("<image>") for m in c.messages) == 1
+        assert [m.role for m in c.messages] == ["user", "assistant"] * (len(c.messages) // 2)

@@ -517,7 +517,7 @@ def check_answer(conversation_or_meta: Conversation | Mapping[str, Any], respons
 
 # ---------------------------------------------------------------- building the suite
 
-DEFAULTS = {"n_caption": 1200, "n_train_images": 600, "n_stage2": 1500, "n_eval_images": 160,
+DEFAULTS = {"n_caption": 1200, "n_train_images": 600, "n_stage2": 3000, "n_eval_images": 160,
             "n_eval_per_family": 40, "size": 48, "grid": 3}
 
 
@@ -684,6 +684,34 @@ def write_suite(folder: str | Path, *, seed: int = 0, **sizes: Any) -> dict[str,
 # ---------------------------------------------------------------- built-in sets for data configs
 
 SETS = {"shapes-stage1": "stage1", "shapes-stage2": "stage2", "shapes-eval": "eval"}
+# derived in memory from stage2: its questions grouped by image into multi-turn conversations
+CHAT_SET = "shapes-stage2-chat"
+
+
+def as_chats(questions: list[Conversation]) -> list[Conversation]:
+    """One multi-turn conversation per image from single-question ones: the image once, in the first
+    user turn, then every question about it in the order given, each followed by its answer.
+
+    Why (measured on the demo): a single question row is ~53 tokens of which ~4 are trained (the
+    terse answer + stop token) — the system prompt, the image and the question are paid for every
+    answer. With 5 questions per image a row is ~115 tokens for ~20 trained ones, so the same
+    compute trains 2.3x as many answer tokens, as LLaVA's own multi-turn instruction data does."""
+    by_image: dict[str, list[Conversation]] = {}
+    for c in questions:
+        by_image.setdefault(c.images[0], []).append(c)
+    out = []
+    for image, convs in by_image.items():
+        msgs = []
+        for k, c in enumerate(convs):
+            question = c.messages[0].content
+            if k:
+                question = question.replace(IMAGE_PLACEHOLDER + "\n", "", 1)
+            msgs += [Message("user", question), Message("assistant", c.messages[1].content)]
+        families = [c.meta["family"] for c in convs]
+        meta = {"family": "chat", "split": "seen", "families": families, "set": "stage2-chat",
+                "objects": convs[0].meta.get("objects")}
+        out.append(Conversation(tuple(msgs), source=f"builtin:{CHAT_SET}[{len(out)}]", meta=meta, images=(image,)))
+    return out
 
 
 def suite_dir(seed: int = 0, **sizes: Any) -> Path:
@@ -717,7 +745,10 @@ def read_jsonl(path: str | Path) -> list[Conversation]:
 
 
 def load_set(name: str, seed: int = 0) -> list[Conversation]:
-    """A built-in set by name: shapes-stage1, shapes-stage2 or shapes-eval (written once into the cache)."""
+    """A built-in set by name: shapes-stage1, shapes-stage2, shapes-stage2-chat (its questions as one
+    multi-turn conversation per image) or shapes-eval (written once into the cache)."""
+    if name == CHAT_SET:
+        return as_chats(read_jsonl(ensure_suite(seed)["stage2"]))
     if name not in SETS:
         raise ValueError(f"unknown shapes set {name!r}; fix: use shapes-stage1, shapes-stage2 or shapes-eval")
     return read_jsonl(ensure_suite(seed)[SETS[name]])

@@ -18,7 +18,7 @@ from sftlab.errors import DataError, Problem
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_SETS = {"tasks-train": 0, "tasks": 0, "tasks-eval": 1}  # name -> index in train_eval_split()
 # the multimodal shapes suite (sftlab.builtin.shapes): written once into cache_dir()/shapes, then read
-SHAPES_SETS = ("shapes-stage1", "shapes-stage2", "shapes-eval")
+SHAPES_SETS = ("shapes-stage1", "shapes-stage2", "shapes-stage2-chat", "shapes-eval")
 
 
 class SourceConfig(Strict):
@@ -28,7 +28,7 @@ class SourceConfig(Strict):
     """
 
     path: str = Field(description="file, folder, glob, hub dataset id, or builtin:tasks-train / builtin:tasks-eval "
-                      "(multimodal: builtin:shapes-stage1 / builtin:shapes-stage2 / builtin:shapes-eval)")
+                      "(multimodal: builtin:shapes-stage1 / builtin:shapes-stage2 / builtin:shapes-stage2-chat / builtin:shapes-eval)")
     format: str = Field("auto", description="auto, messages, sharegpt, alpaca, prompt_completion or text")
     columns: dict[str, str] | None = Field(None, description="our field name -> your column name")
     split: str = Field("train", description="split for `datasets` sources")
