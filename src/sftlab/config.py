@@ -30,6 +30,7 @@ class ModelConfig(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype; on GPU keep float32 and launch with --mixed_precision bf16")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field("sdpa", description="attention kernel; packing keeps examples apart with each")
     trust_remote_code: bool = Field(False, description="run Python code shipped with a hub model; only if you trust it")
+    load_in_4bit: bool = Field(False, description="QLoRA: the frozen base model's linear layers in 4-bit NF4 with double quantisation (bitsandbytes, `pip install 'sftlab[qlora]'`), computing in model.dtype; the LoRA adapters stay in model.dtype. Needs lora.enabled (docs/training.md)")
 
 
 class LoraSettings(Strict):
@@ -38,6 +39,7 @@ class LoraSettings(Strict):
     alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
     target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="module names to adapt, or all-linear")
+    use_dora: bool = Field(False, description="DoRA (peft use_dora): each adapted weight split into a magnitude vector and a direction that LoRA updates; slower per step, no fused LoRA fast path (docs/training.md)")
 
 
 class DataConfig(Strict):
@@ -87,6 +89,7 @@ class TrainConfig(Strict):
     gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward: less memory, ~1 extra forward of compute")
     compile: bool = Field(False, description="torch.compile the model for training; if compiling fails the run warns and continues uncompiled")
     autocast: Literal["off", "bf16"] = Field("off", description="run the training forward under bf16 autocast (CPU or GPU); weights and optimizer stay in model.dtype")
+    neftune_alpha: float | None = Field(None, ge=0, description="NEFTune: uniform noise of bound alpha/sqrt(L*d) added to the input embeddings in training forwards only (L = tokens of the example, d = hidden size; never at eval or generation); the paper uses 5-15; null or 0 = off (docs/training.md)")
     speed: SpeedConfig = Field(SpeedConfig(), description="fast paths with the same math as the plain loop, not part of the fingerprint (keys: train.speed below)")
 
 
@@ -117,6 +120,15 @@ class RunConfig(Strict):
     multimodal: MultimodalConfig | None = Field(None, description="vision-language tuning (see multimodal.* below)")
 
     @model_validator(mode="after")
+    def _4bit_needs_lora(self) -> "RunConfig":
+        if self.model.load_in_4bit and not self.lora.enabled:
+            raise ValueError("model.load_in_4bit: true (QLoRA) keeps the base weights frozen in 4 bits, so only LoRA "
+                             "adapters can train: set lora.enabled: true, or model.load_in_4bit: false for full fine-tuning")
+        if self.model.load_in_4bit and self.multimodal is not None:
+            raise ValueError("model.load_in_4bit: true is not supported for multimodal runs yet: set model.load_in_4bit: false")
+        return self
+
+    @model_validator(mode="after")
     def _lora_needs_language_model(self) -> "RunConfig":
         mm = self.multimodal
         if mm is not None and self.lora.enabled and "language_model" not in mm.trainable:
@@ -139,6 +151,10 @@ class RunConfig(Strict):
         # keys added after runs were saved: absent when unset, so older checkpoints keep their fingerprint
         if payload.get("multimodal") is None:
             payload.pop("multimodal", None)
+        for section, key, off in (("model", "load_in_4bit", (False,)), ("lora", "use_dora", (False,)),
+                                  ("train", "neftune_alpha", (None, 0))):
+            if payload[section].get(key) in off:  # off: the result of a run from before the key existed
+                payload[section].pop(key, None)
         for key in ("train", "eval"):
             for src in payload["data"].get(key, []):
                 if src.get("image_dir") is None:
