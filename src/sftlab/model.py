@@ -322,6 +322,8 @@ def load_model(name: str, *, dtype: str = "float32", attn_implementation: str = 
             f"cannot load model weights from {path}: {e}\n    sftlab loads only safetensors (or GGUF); "
             "convert .bin checkpoints with `transformers` once if you trust them."
         ) from e
+    if load_in_4bit:
+        _release_weights_file(model)
     return model
 
 
@@ -386,6 +388,19 @@ def _this_process_device_map() -> dict:
     from accelerate import PartialState
 
     return {"": PartialState().device}
+
+
+def _release_weights_file(model) -> None:
+    """A 4-bit load reads every weight of the safetensors file, and the file's pages count as this
+    process's memory for as long as any tensor still maps the file; the weights that stay unquantised
+    (embeddings, norms, lm_head) do. Copying those few into memory releases the mapping: on
+    SmolLM2-135M, resident memory after loading drops from ~1,040 to ~620 MiB (the fp32 file is 520 MiB)."""
+    import torch
+
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.dtype.is_floating_point and type(t).__name__ != "Params4bit":
+                t.data = t.data.clone()
 
 
 def is_quantized(model) -> bool:
