@@ -31,6 +31,7 @@ class ModelConfig(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype; on GPU keep float32 and launch with --mixed_precision bf16")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field("sdpa", description="attention kernel; packing keeps examples apart with each")
     trust_remote_code: bool = Field(False, description="run Python code shipped with a hub model; only if you trust it")
+    load_in_4bit: bool = Field(False, description="QLoRA: the frozen base model's linear layers in 4-bit NF4 with double quantisation (bitsandbytes, `pip install 'sftlab[qlora]'`), computing in model.dtype; the LoRA adapters stay in model.dtype. Needs lora.enabled (docs/training.md)")
 
 
 class LoraSettings(Strict):
@@ -39,6 +40,7 @@ class LoraSettings(Strict):
     alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
     target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="module names to adapt, or all-linear")
+    use_dora: bool = Field(False, description="DoRA (peft use_dora): each adapted weight split into a magnitude vector and a direction that LoRA updates; slower per step, no fused LoRA fast path (docs/training.md)")
 
 
 class DataConfig(Strict):
@@ -125,6 +127,7 @@ class TrainConfig(Strict):
     compile: bool = Field(False, description="torch.compile the model for training; if compiling fails the run warns and continues uncompiled")
     autocast: Literal["off", "bf16"] = Field("off", description="run the training forward under bf16 autocast (CPU or GPU); weights and optimizer stay in model.dtype")
     kl_to_base: KLToBaseConfig = Field(KLToBaseConfig(), description="KL pull toward the base model, a forgetting control (keys: train.kl_to_base below)")
+    neftune_alpha: float | None = Field(None, ge=0, description="NEFTune: uniform noise of bound alpha/sqrt(L*d) added to the input embeddings in training forwards only (L = tokens of the example, d = hidden size; never at eval or generation); the paper uses 5-15; null or 0 = off (docs/training.md)")
     speed: SpeedConfig = Field(SpeedConfig(), description="fast paths with the same math as the plain loop, not part of the fingerprint (keys: train.speed below)")
     eval_generate: EvalGenerateConfig | None = Field(None, description="at each evaluation also generate answers and grade them: eval_accuracy (keys: train.eval_generate below); null = eval loss only")
     best_metric: Literal["eval_loss", "eval_accuracy"] | None = Field(None, description="keep the checkpoint with the best value of this metric (eval_loss: lowest, eval_accuracy: highest) besides the newest keep_checkpoints, and save final/ from it (run.json result.best says which step and why); needs eval_every > 0. The last step is always evaluated too. null = final/ is the last step")
@@ -164,6 +167,15 @@ class RunConfig(Strict):
         if self.multimodal is not None and self.train.kl_to_base.beta > 0:
             raise ValueError(f"train.kl_to_base.beta: {self.train.kl_to_base.beta} is not supported for multimodal runs yet; "
                              "set train.kl_to_base.beta: 0")
+        return self
+
+    @model_validator(mode="after")
+    def _4bit_needs_lora(self) -> "RunConfig":
+        if self.model.load_in_4bit and not self.lora.enabled:
+            raise ValueError("model.load_in_4bit: true (QLoRA) keeps the base weights frozen in 4 bits, so only LoRA "
+                             "adapters can train: set lora.enabled: true, or model.load_in_4bit: false for full fine-tuning")
+        if self.model.load_in_4bit and self.multimodal is not None:
+            raise ValueError("model.load_in_4bit: true is not supported for multimodal runs yet: set model.load_in_4bit: false")
         return self
 
     @model_validator(mode="after")
@@ -221,6 +233,10 @@ class RunConfig(Strict):
                 payload["data"].pop(key, None)
         if payload["train"].get("kl_to_base") == KLToBaseConfig().model_dump(mode="json"):
             payload["train"].pop("kl_to_base", None)
+        for section, key, off in (("model", "load_in_4bit", (False,)), ("lora", "use_dora", (False,)),
+                                  ("train", "neftune_alpha", (None, 0))):
+            if payload[section].get(key) in off:  # off: the result of a run from before the key existed
+                payload[section].pop(key, None)
         for key in ("train", "eval"):
             for src in payload["data"].get(key, []):
                 if src.get("image_dir") is None:

@@ -267,27 +267,37 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     return tok
 
 
-def load_model(name: str, *, dtype: str = "float32", attn_implementation: str = "sdpa", trust_remote_code: bool = False):
+def load_model(name: str, *, dtype: str = "float32", attn_implementation: str = "sdpa", trust_remote_code: bool = False,
+               load_in_4bit: bool = False):
     """A causal LM from safetensors only. Adapter folders load their base model plus the adapter. A local
     vision-language model folder (config.json with a vision_config) loads through
-    AutoModelForImageTextToText (sftlab.multimodal.use.load_vlm_model gives its processor too)."""
+    AutoModelForImageTextToText (sftlab.multimodal.use.load_vlm_model gives its processor too).
+    `load_in_4bit`: the linear layers quantised to 4-bit NF4 with double quantisation (QLoRA's base;
+    bitsandbytes), computing in `dtype`; the embeddings, norms and lm_head stay in `dtype`."""
     import torch
     from transformers import AutoModelForCausalLM
 
     src = resolve(name)
     path = str(gguf_to_folder(src.path)) if src.kind == "gguf" else src.path
     if (Path(path) / "adapter_config.json").exists():
-        return load_adapter_model(path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
+        return load_adapter_model(path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
+                                  load_in_4bit=load_in_4bit)
     if src.kind == "folder":
         check_model_folder(path, weights=True)
         from sftlab.multimodal.build import is_vlm_folder
 
         if is_vlm_folder(path):  # a vision-language model (its LM answers text prompts too): AutoModelForImageTextToText
+            if load_in_4bit:
+                raise ModelLoadError(f"{path} is a vision-language model; model.load_in_4bit is supported for text models only")
             from sftlab.multimodal.build import load_vlm
 
             return load_vlm(path, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     elif src.kind == "hub":
         _check_hub(name)
+    quantized = {}
+    if load_in_4bit:
+        check_4bit_backend()
+        quantized = {"quantization_config": qlora_quantization_config(dtype), "device_map": _this_process_device_map()}
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
@@ -295,9 +305,16 @@ def load_model(name: str, *, dtype: str = "float32", attn_implementation: str = 
             attn_implementation=attn_implementation,
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
+            **quantized,
         )
     except ValueError as e:
         raise _remote_code_error(path, e) from e
+    except (RuntimeError, NotImplementedError, ImportError) as e:
+        if load_in_4bit:  # the 4-bit kernels are missing for this device or this bitsandbytes build
+            raise ModelLoadError(f"model.load_in_4bit: loading {path} in 4-bit failed on {_this_process_device_map()['']} "
+                                 f"with bitsandbytes {_bnb_version()}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n"
+                                 f"    fix: {QLORA_INSTALL}, or set model.load_in_4bit: false") from e
+        raise
     except OSError as e:
         if src.kind == "hub" and (err := _hub_error(name, e)) is not None:
             raise err from None
@@ -305,6 +322,8 @@ def load_model(name: str, *, dtype: str = "float32", attn_implementation: str = 
             f"cannot load model weights from {path}: {e}\n    sftlab loads only safetensors (or GGUF); "
             "convert .bin checkpoints with `transformers` once if you trust them."
         ) from e
+    if load_in_4bit:
+        _release_weights_file(model)
     return model
 
 
@@ -325,10 +344,82 @@ def load_adapter_model(path: str, **kw):
     return PeftModel.from_pretrained(model, path)
 
 
-def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | str):
+# ---- QLoRA: a 4-bit base (bitsandbytes) ------------------------------------------------------------
+# bitsandbytes 0.50.2 (the version checked) runs NF4 quantisation, the 4-bit linear layers' forward
+# and backward on CPU as well as CUDA; older releases had CUDA kernels only.
+QLORA_MIN_BNB = (0, 50)
+QLORA_INSTALL = "pip install 'sftlab[qlora]' (bitsandbytes>=0.50, which has 4-bit kernels for CPU and CUDA)"
+
+
+def _bnb_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("bitsandbytes")
+    except Exception:  # noqa: BLE001 - not installed
+        return "(not installed)"
+
+
+def check_4bit_backend() -> None:
+    """Refuse model.load_in_4bit early, with the fix, when bitsandbytes (the 4-bit backend) is missing or too old."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelLoadError(f"model.load_in_4bit: true (QLoRA) needs the 4-bit backend bitsandbytes, which is not installed\n"
+                             f"    fix: {QLORA_INSTALL}, or set model.load_in_4bit: false")
+    found = _bnb_version()
+    parts = tuple(int(x) for x in re.findall(r"\d+", found)[:2])
+    if parts and parts < QLORA_MIN_BNB:
+        raise ModelLoadError(f"model.load_in_4bit: true (QLoRA) needs bitsandbytes >= {'.'.join(map(str, QLORA_MIN_BNB))} "
+                             f"(4-bit kernels for CPU), found {found}\n    fix: {QLORA_INSTALL}, or set model.load_in_4bit: false")
+
+
+def qlora_quantization_config(dtype: str = "float32"):
+    """transformers' BitsAndBytesConfig of QLoRA: 4-bit NF4 weights, double quantisation (the
+    quantisation constants quantised too), products computed in `dtype`."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=getattr(torch, dtype))
+
+
+def _this_process_device_map() -> dict:
+    """Quantised weights are made on the device they run on: this process's accelerator (its local
+    GPU under DDP), else the CPU."""
+    from accelerate import PartialState
+
+    return {"": PartialState().device}
+
+
+def _release_weights_file(model) -> None:
+    """A 4-bit load reads every weight of the safetensors file, and the file's pages count as this
+    process's memory for as long as any tensor still maps the file; the weights that stay unquantised
+    (embeddings, norms, lm_head) do. Copying those few into memory releases the mapping: on
+    SmolLM2-135M, resident memory after loading drops from ~1,040 to ~620 MiB (the fp32 file is 520 MiB)."""
+    import torch
+
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            if t.dtype.is_floating_point and type(t).__name__ != "Params4bit":
+                t.data = t.data.clone()
+
+
+def is_quantized(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_quantized", False))
+
+
+def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | str, *, use_dora: bool = False):
+    """peft LoRA (DoRA with `use_dora`) on `model`. A 4-bit model (QLoRA) first goes through peft's
+    prepare_model_for_kbit_training: everything frozen, the non-quantised weights in fp32."""
     from peft import LoraConfig, get_peft_model
 
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM")
+    if is_quantized(model):
+        from peft import prepare_model_for_kbit_training
+
+        # sftlab turns gradient checkpointing on itself (train.enable_gradient_checkpointing, non-reentrant)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM",
+                     use_dora=use_dora)
     return get_peft_model(model, cfg)
 
 
@@ -457,6 +548,10 @@ def merge_and_save(adapter_or_model: str, out: Path, dtype: str = "float32") -> 
 
 
 def count_parameters(model) -> tuple[int, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """(trainable, total) weights; a 4-bit weight (bitsandbytes Params4bit) packs two in each uint8."""
+    def n(p):
+        return p.numel() * (2 if type(p).__name__ == "Params4bit" else 1)
+
+    total = sum(n(p) for p in model.parameters())
+    trainable = sum(n(p) for p in model.parameters() if p.requires_grad)
     return trainable, total

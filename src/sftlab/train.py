@@ -34,7 +34,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from sftlab import speed, tracking
+from sftlab import neftune, speed, tracking
 from sftlab.checkpoint import (CHECKPOINT_FILES, MARKER, TEMP_PREFIX, Resumed, dumps_json, remove_stale_temp_folders, resume_latest,
                                save_checkpoint, write_json_atomic)
 from sftlab.config import RunConfig
@@ -148,7 +148,10 @@ def setup(cfg: RunConfig, accelerator: Accelerator, out: Path, model, tokenizer)
     trainable, total = count_parameters(model)
     if accelerator.is_main_process:
         check_free_space(out, model)
-    log(f"model: {cfg.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trainable ({'LoRA r=%d' % cfg.lora.r if cfg.lora.enabled else 'full fine-tuning'})")
+    kind = f"{'DoRA' if cfg.lora.use_dora else 'LoRA'} r={cfg.lora.r}" if cfg.lora.enabled else "full fine-tuning"
+    kind += ", base in 4-bit NF4 (QLoRA)" if cfg.model.load_in_4bit else ""
+    kind += f", NEFTune alpha {cfg.train.neftune_alpha:g}" if cfg.train.neftune_alpha else ""
+    log(f"model: {cfg.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trainable ({kind})")
     micro_per_step = cfg.train.grad_accum * accelerator.num_processes
     steps_per_epoch = math.ceil(len(data.train) / micro_per_step)
     total_steps = cfg.train.max_steps or max(1, math.ceil(steps_per_epoch * cfg.train.epochs))
@@ -191,16 +194,20 @@ def setup_model(cfg: RunConfig, model, tokenizer, added_tokens, processor=None) 
         model = mm_setup.apply_trainable(model, cfg)
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(model)
+        if cfg.train.neftune_alpha:
+            neftune.attach(model, cfg.train.neftune_alpha)
         return model
     if model is None:
         model = load_model(cfg.model.name, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation,
-                           trust_remote_code=cfg.model.trust_remote_code)
+                           trust_remote_code=cfg.model.trust_remote_code, load_in_4bit=cfg.model.load_in_4bit)
     if added_tokens:
         model.resize_token_embeddings(len(tokenizer))
     if cfg.lora.enabled:
-        model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+        model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules, use_dora=cfg.lora.use_dora)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(model)
+    if cfg.train.neftune_alpha:  # noise on the input embeddings in training forwards only (neftune.py)
+        neftune.attach(model, cfg.train.neftune_alpha)
     return model
 
 

@@ -103,7 +103,7 @@ def apply_trainable(model, cfg):
         targets = lora_targets(model, cfg.lora.target_modules)
         save = [PARTS[p] for p in ("projector", "vision_tower") if p in mm.trainable]
         lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=targets,
-                          modules_to_save=save or None, task_type="CAUSAL_LM")
+                          modules_to_save=save or None, task_type="CAUSAL_LM", use_dora=cfg.lora.use_dora)
         return get_peft_model(model, lcfg)
     for name, p in model.named_parameters():
         p.requires_grad = part_of(name) in mm.trainable
