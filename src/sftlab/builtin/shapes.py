@@ -292,12 +292,17 @@ def extract(kind: str, text: str) -> Any:
 Question = tuple[dict[str, str], str]  # (phrasing fields, gold answer)
 
 
+def _unique_by(scene: Scene, rng: Random, key: Callable[[ShapeObject], str]) -> ShapeObject | None:
+    """A random object whose `key` (shape, colour, label) no other object of the scene shares, or None:
+    the questions that name an object by one attribute are asked only where that names exactly one."""
+    counts = Counter(key(o) for o in scene.objects)
+    options = [o for o in scene.objects if counts[key(o)] == 1]
+    return rng.choice(options) if options else None
+
+
 def _ask_colour_of_shape(scene: Scene, rng: Random, i: int) -> Question | None:
-    counts = Counter(o.shape for o in scene.objects)
-    options = [o for o in scene.objects if counts[o.shape] == 1]
-    if not options:
+    if (o := _unique_by(scene, rng, lambda o: o.shape)) is None:
         return None
-    o = rng.choice(options)
     return {"shape": o.shape}, f"{o.colour.capitalize()}."
 
 
@@ -312,11 +317,8 @@ def _ask_count_all(scene: Scene, rng: Random, i: int) -> Question | None:
 
 
 def _ask_position_of_object(scene: Scene, rng: Random, i: int) -> Question | None:
-    counts = Counter(o.label for o in scene.objects)
-    options = [o for o in scene.objects if counts[o.label] == 1]
-    if not options:
+    if (o := _unique_by(scene, rng, lambda o: o.label)) is None:
         return None
-    o = rng.choice(options)
     pos = scene.position(o)
     return {"object": o.label}, f"{pos[0].upper()}{pos[1:]}."
 
@@ -350,11 +352,8 @@ def _ask_count_shape(scene: Scene, rng: Random, i: int) -> Question | None:
 
 
 def _ask_shape_of_colour(scene: Scene, rng: Random, i: int) -> Question | None:
-    counts = Counter(o.colour for o in scene.objects)
-    options = [o for o in scene.objects if counts[o.colour] == 1]
-    if not options:
+    if (o := _unique_by(scene, rng, lambda o: o.colour)) is None:
         return None
-    o = rng.choice(options)
     return {"colour": o.colour}, f"{o.shape.capitalize()}."
 
 

@@ -112,8 +112,6 @@ def prompt_inputs(vision, renderer, messages: list[dict], images=()) -> tuple[li
     if vision is None:
         raise ValueError("images given to a text-only model")
     pil = [im if isinstance(im, Image.Image) else load_image(im) for im in images]
-    if len(vision._tokens_by_size) > 1024:  # keyed by image size: a server sees any sizes clients send
-        vision._tokens_by_size.clear()
     counts = [vision.tokens_for(im) for im in pil]
     refs = tuple(im if isinstance(im, str) else "" for im in images)
     row = expand_row(Rendered(ids, [0] * len(ids)), image_id, counts, refs)

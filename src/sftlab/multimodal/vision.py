@@ -30,6 +30,10 @@ from sftlab.errors import DataError, Problem
 from sftlab.render import Rendered
 
 
+# image sizes whose token count is kept (a training set has a few; a server bounds what clients can grow)
+MAX_CACHED_SIZES = 1024
+
+
 @dataclass
 class VisionInputs:
     processor: Any  # a transformers multimodal processor (image_processor + tokenizer + image_token)
@@ -55,6 +59,8 @@ class VisionInputs:
         """Image tokens the processor puts for `image` (a PIL image): cached per image size."""
         size = image.size
         if size not in self._tokens_by_size:
+            if len(self._tokens_by_size) >= MAX_CACHED_SIZES:  # a server sees whatever sizes clients send
+                self._tokens_by_size.clear()
             out = self.processor(text=self.image_token, images=[image], return_tensors="pt")
             self._tokens_by_size[size] = int((out["input_ids"][0] == self.image_token_id).sum())
         return self._tokens_by_size[size]
