@@ -249,3 +249,39 @@ def test_shipped_multimodal_configs_parse():
         cfg = load_config(shipped_config(n))
         assert cfg.multimodal is not None
     assert load_config(shipped_config("vlm-stage1")).multimodal.trainable == ["projector"]
+
+
+def test_projector_lr_gives_the_projector_its_own_step_size(mm_run, tmp_path):
+    """multimodal.projector_lr (LLaVA's mm_projector_lr): after one AdamW step from zero moments, each
+    weight moves by lr * |g| / (|g| + eps) <= its group's lr, ~= lr where the gradient is not tiny.
+    Checked on the saved weights against the seeded fresh assembly, not on the optimizer's groups."""
+    from safetensors.torch import load_file
+
+    cfg, _ = mm_run
+    lr, projector_lr = 1e-4, 1e-2
+    cfg = {**cfg, "lora": {"enabled": True, "r": 4, "alpha": 8},
+           "multimodal": {**cfg["multimodal"], "trainable": ["projector", "language_model"], "projector_lr": projector_lr},
+           "train": {**cfg["train"], "lr": lr, "max_steps": 1, "weight_decay": 0.0, "schedule": "constant"}}
+    final = train(load_config(cfg)).final_dir
+    saved = load_file(final / "adapter_model.safetensors")
+    rc = load_config(cfg)
+    tokenizer, processor, added, _ = setup_data(rc, None)
+    fresh = setup_model(rc, None, tokenizer, added, processor).state_dict()
+
+    def fresh_weight(key):  # adapter keys drop peft's "base_model.model." and the ".default" of the saved copy
+        matches = [v for k, v in fresh.items() if "multi_modal_projector" in k and k.endswith(key.split("multi_modal_projector")[1])
+                   and "original_module" not in k]
+        return matches[0]
+
+    proj = {k: v for k, v in saved.items() if "multi_modal_projector" in k}
+    lora_b = {k: v for k, v in saved.items() if "lora_B" in k}
+    assert proj and lora_b
+    proj_step = max((v - fresh_weight(k)).abs().max().item() for k, v in proj.items())
+    lora_step = max(v.abs().max().item() for v in lora_b.values())  # lora_B starts at 0
+    assert 0.5 * projector_lr < proj_step <= projector_lr * 1.0001
+    assert 0.5 * lr < lora_step <= lr * 1.0001
+    # without it, the projector moves at train.lr
+    cfg["multimodal"] = {**cfg["multimodal"], "projector_lr": None}
+    cfg["train"] = {**cfg["train"], "output_dir": str(tmp_path / "same-lr")}
+    saved = load_file(train(load_config(cfg)).final_dir / "adapter_model.safetensors")
+    assert max((v - fresh_weight(k)).abs().max().item() for k, v in saved.items() if "multi_modal_projector" in k) <= lr * 1.0001

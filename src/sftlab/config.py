@@ -153,6 +153,7 @@ class MultimodalConfig(Strict):
         ["projector", "language_model"], min_length=1,
         description="what trains: stage 1 (feature alignment) = [projector]; stage 2 = [projector, language_model] (LoRA on the language model when lora.enabled); add vision_tower to unfreeze the encoder")
     seed: int = Field(0, description="seed of a new LLaVA's fresh weights (projector; the built-in tower)")
+    projector_lr: float | None = Field(None, gt=0, description="peak learning rate of the projector's weights (LLaVA's mm_projector_lr); null = train.lr. Same warmup and decay as train.lr")
 
 
 class RunConfig(Strict):
@@ -225,6 +226,8 @@ class RunConfig(Strict):
         # keys added after runs were saved: absent when unset, so older checkpoints keep their fingerprint
         if payload.get("multimodal") is None:
             payload.pop("multimodal", None)
+        elif payload["multimodal"].get("projector_lr") is None:
+            payload["multimodal"].pop("projector_lr", None)
         for key, default in (("best_metric", None), ("early_stopping_patience", None), ("early_stopping_min_delta", 0.0)):
             if payload["train"].get(key, default) == default:
                 payload["train"].pop(key, None)

@@ -156,7 +156,7 @@ def setup(cfg: RunConfig, accelerator: Accelerator, out: Path, model, tokenizer)
     steps_per_epoch = math.ceil(len(data.train) / micro_per_step)
     total_steps = cfg.train.max_steps or max(1, math.ceil(steps_per_epoch * cfg.train.epochs))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = setup_optimizer(cfg.train, params, total_steps)
+    optimizer, scheduler = setup_optimizer(cfg.train, trainable_param_groups(model, cfg), total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     compiled = torch.compile(model) if cfg.train.compile else model
     # the config itself travels too, so a refused resume can name the keys that changed
@@ -211,11 +211,29 @@ def setup_model(cfg: RunConfig, model, tokenizer, added_tokens, processor=None) 
     return model
 
 
+def trainable_param_groups(model, cfg) -> list:
+    """The trainable tensors, or two AdamW groups when multimodal.projector_lr gives the projector its own
+    peak lr (the scheduler scales each group's lr by the same warmup/decay factor)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    projector_lr = cfg.multimodal.projector_lr if cfg.multimodal is not None else None
+    if projector_lr is None:
+        return [p for _, p in named]
+    from sftlab.multimodal.setup import part_of
+
+    projector = [p for n, p in named if part_of(n) == "projector"]
+    rest = [p for n, p in named if part_of(n) != "projector"]
+    if not projector:
+        raise ValueError("multimodal.projector_lr is set but no projector weight trains; fix: add projector to "
+                         "multimodal.trainable, or set multimodal.projector_lr: null")
+    return [g for g in ({"params": rest}, {"params": projector, "lr": projector_lr}) if g["params"]]
+
+
 def setup_optimizer(tc, params: list, total_steps: int):
-    """AdamW and the warmup + decay schedule over `total_steps`."""
+    """AdamW and the warmup + decay schedule over `total_steps`; `params` = tensors or AdamW param groups."""
     # torch's fused AdamW (one kernel over all tensors) where it has one: for SmolLM2's 420 LoRA tensors
     # a step takes ~10 ms instead of ~55 ms with the default foreach implementation on this CPU
-    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    tensors = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
+    fused = bool(tensors) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in tensors)
     optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay, fused=fused)
     scheduler = get_scheduler(tc.schedule if tc.schedule != "constant" else "constant_with_warmup", optimizer,
                               num_warmup_steps=round(tc.warmup_ratio * total_steps), num_training_steps=total_steps)
