@@ -33,6 +33,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (quickstart: 5e-4)")
     p.add_argument("--per-family", type=int, default=4, help="task examples per family to evaluate (24 families)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
+    p.add_argument("--full", action="store_true", help="full fine-tuning instead of the quickstart's LoRA (KL then keeps a "
+                   "frozen copy of the starting weights)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (data order, LoRA init)")
     args = p.parse_args()
 
     from sftlab.builtin.tasks import load_general_text, train_eval_split
@@ -53,11 +56,12 @@ def main() -> None:
     timings = {}
     for name in names:
         run_dir = out / name
-        if (run_dir / "final" / "adapter_config.json").exists():
+        if (run_dir / "final" / ("config.json" if args.full else "adapter_config.json")).exists():
             print(f"{name}: {run_dir}/final exists, not retrained")
             continue
         overrides = [f"train.output_dir={run_dir}", f"train.max_steps={args.steps}", f"train.lr={args.lr}", "train.save_every=0",
-                     "data.eval=[]"]  # no end-of-run eval loss: the evaluation below measures what matters
+                     f"train.seed={args.seed}", "data.eval=[]"]  # no end-of-run eval loss: the evaluation below measures what matters
+        overrides += ["lora.enabled=false"] if args.full else []
         overrides += [o.replace("REPLAY", str(replay_file.resolve())) for o in VARIANTS[name]]
         print(f"\n== {name}: {' '.join(overrides[1:])}")
         t0 = time.time()
@@ -74,10 +78,12 @@ def main() -> None:
     report = evaluate_models(models, eval_conversations=eval_convs[::8], general_text=held_out_text, task_eval=True,
                              ifeval=False, max_task_examples_per_family=args.per_family, train_conversations=train_convs)
     table = report.summary_table()
-    header = (f"forgetting trade-off: SmolLM2-135M-Instruct LoRA (quickstart config), {args.steps} steps, lr {args.lr}; "
+    kind = "full fine-tuning" if args.full else "LoRA"
+    header = (f"forgetting trade-off: SmolLM2-135M-Instruct {kind} (quickstart config), {args.steps} steps, lr {args.lr}, seed {args.seed}; "
               f"general-text PPL on {len(held_out_text)} held-out paragraphs (replay trains on the other {len(text[0::2])}); "
               f"tasks: {args.per_family} per family\ncommand: python benchmarks/bench_forgetting.py --out {args.out} "
-              f"--steps {args.steps} --lr {args.lr} --per-family {args.per_family} --variants {','.join(names)}\n"
+              f"--steps {args.steps} --lr {args.lr} --per-family {args.per_family} --variants {','.join(names)}"
+              f"{' --full' if args.full else ''} --seed {args.seed}\n"
               f"training seconds: {timings}\n")
     (out / "table.txt").write_text(header + "\n" + table + "\n")
     (out / "report.json").write_text(json.dumps(report.to_json(), indent=2))

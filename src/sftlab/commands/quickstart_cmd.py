@@ -23,15 +23,21 @@ def register(sub) -> None:
     p.add_argument("--vision", action="store_true", help="the two-stage LLaVA-style demo instead: SmolLM2 + a small vision tower "
                    "on procedurally drawn shapes, stage 1 only vs tuned on held-out images (default --out runs/vlm-quickstart; "
                    "--steps applies to stage 2; 11.5 min on 2 cores)")
+    p.add_argument("--seed", type=int, default=0, help="--vision: seed of both stages and of the new model's fresh weights "
+                   "(another seed = another independent run)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.seed != 0 and not args.vision:
+        raise SystemExit("sftlab quickstart: --seed applies to --vision only (the text quickstart's seed is train.seed in "
+                         "src/sftlab/configs/quickstart.yaml)")
     if args.vision:
         from sftlab.multimodal.demo import run_demo
 
         out = "runs/vlm-quickstart" if args.out == "runs/quickstart" else args.out
-        run_demo(out, overwrite=args.overwrite, stage2_steps=args.steps, eval_per_family=args.eval_per_family)
+        run_demo(out, overwrite=args.overwrite, stage2_steps=args.steps, eval_per_family=args.eval_per_family,
+                 seed=args.seed)
         return 0
     from sftlab.builtin.tasks import load_general_text, train_eval_split
     from sftlab.checkpoint import list_checkpoints

@@ -36,7 +36,10 @@ def train_stage(config_name: str, out: Path, overrides: list[str], overwrite: bo
 
 
 def run_demo(out: str | Path = "runs/vlm-quickstart", *, overwrite: bool = False, stage1_steps: int | None = None,
-             stage2_steps: int | None = None, eval_per_family: int | None = None, log=print) -> dict:
+             stage2_steps: int | None = None, eval_per_family: int | None = None, seed: int = 0,
+             stage1_overrides: list[str] = (), stage2_overrides: list[str] = (), log=print) -> dict:
+    """`seed` seeds both stages' training (data order, LoRA init) and the new LLaVA's fresh weights
+    (tower, projector): another seed is another independent run of the same recipe."""
     from sftlab.builtin.shapes import check_answer, load_set
     from sftlab.multimodal.evaluate import evaluate_vision, write_report
     from sftlab.multimodal.use import load_vlm_model
@@ -44,11 +47,13 @@ def run_demo(out: str | Path = "runs/vlm-quickstart", *, overwrite: bool = False
     out = Path(out)
     t0 = time.time()
     log(f"sftlab quickstart --vision -> {out}\n[1/3] stage 1: feature alignment (projector only, captions)")
-    s1 = train_stage("vlm-stage1", out / "stage1", [f"train.max_steps={stage1_steps}"] if stage1_steps else [], overwrite, log)
+    seeds = [f"train.seed={seed}"]
+    s1 = train_stage("vlm-stage1", out / "stage1", seeds + [f"multimodal.seed={seed}", *stage1_overrides]
+                     + ([f"train.max_steps={stage1_steps}"] if stage1_steps else []), overwrite, log)
     t1 = time.time()
     log("\n[2/3] stage 2: visual instruction tuning (LoRA on the language model + projector, 5 question families)")
-    s2 = train_stage("vlm-stage2", out / "stage2", [f"model.name={s1}"] + ([f"train.max_steps={stage2_steps}"] if stage2_steps else []),
-                     overwrite, log)
+    s2 = train_stage("vlm-stage2", out / "stage2", [f"model.name={s1}", *seeds, *stage2_overrides]
+                     + ([f"train.max_steps={stage2_steps}"] if stage2_steps else []), overwrite, log)
     t2 = time.time()
     log("\n[3/3] evaluating stage 1 only vs tuned on held-out images (5 seen + 3 never-trained question families)")
     convs = load_set("shapes-eval")

@@ -101,7 +101,7 @@ def default_near_misses(compare: str, answer: str) -> list[str]:
     out: list[str] = []
     if compare == "number":
         n = int(answer)
-        return [str(n + 1), str(n - 1), f"{n}0"]
+        return [str(n + 1), str(n - 1)] + ([f"{n}0"] if n else [])  # "00" would read as 0
     if compare in ("list", "set", "json") and "," in answer:
         if compare == "json":
             import json
