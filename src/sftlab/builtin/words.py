@@ -170,3 +170,60 @@ ANAGRAM_GROUPS: tuple[tuple[str, ...], ...] = (
 WEEKDAYS: tuple[str, ...] = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTHS: tuple[str, ...] = ("January", "February", "March", "April", "May", "June", "July", "August",
                            "September", "October", "November", "December")
+
+# ---------------------------------------------------------------- added for the FLAN-style mixture
+# (sftlab.builtin.flan: formatting, rewriting, reading, dialogue clusters)
+
+# CITIES (above) serves the reading and dialogue clusters too: one-word cities, none also a first name.
+
+# Adjective -> comparative. Only adjectives with one accepted comparative: no clever, quiet, simple,
+# narrow, gentle, friendly, polite, common (both "-er" and "more" are in use), no dry (drier/dryer),
+# no old (older/elder), no far (farther/further). The table is one-to-one, so the inverse (which
+# adjective is "bigger" the comparative of?) has one answer too.
+COMPARATIVES: dict[str, str] = {
+    "tall": "taller", "short": "shorter", "small": "smaller", "long": "longer", "fast": "faster",
+    "slow": "slower", "cold": "colder", "warm": "warmer", "hard": "harder", "soft": "softer",
+    "dark": "darker", "light": "lighter", "young": "younger", "strong": "stronger", "weak": "weaker",
+    "rich": "richer", "high": "higher", "low": "lower", "clean": "cleaner", "cheap": "cheaper",
+    "kind": "kinder", "loud": "louder", "deep": "deeper", "thick": "thicker", "sweet": "sweeter",
+    "bright": "brighter", "fresh": "fresher", "smart": "smarter", "calm": "calmer", "full": "fuller",
+    "large": "larger", "wide": "wider", "late": "later", "nice": "nicer", "safe": "safer",
+    "wise": "wiser", "brave": "braver", "rare": "rarer", "pale": "paler", "strange": "stranger",
+    "big": "bigger", "hot": "hotter", "thin": "thinner", "fat": "fatter", "wet": "wetter",
+    "sad": "sadder", "flat": "flatter", "fit": "fitter",
+    "happy": "happier", "easy": "easier", "busy": "busier", "heavy": "heavier", "funny": "funnier",
+    "early": "earlier", "dirty": "dirtier", "lucky": "luckier", "noisy": "noisier", "tiny": "tinier",
+    "pretty": "prettier", "sunny": "sunnier", "lazy": "lazier", "angry": "angrier",
+    "beautiful": "more beautiful", "expensive": "more expensive", "important": "more important",
+    "difficult": "more difficult", "interesting": "more interesting", "dangerous": "more dangerous",
+    "famous": "more famous", "careful": "more careful", "comfortable": "more comfortable",
+    "popular": "more popular", "useful": "more useful", "modern": "more modern",
+    "good": "better", "bad": "worse",
+}
+
+# Plural nouns that take a count ("Maria has 12 marbles"); the reading families never count fewer
+# than 2, so the plural always reads right.
+COUNTABLE_ITEMS: tuple[str, ...] = (
+    "marbles", "stickers", "pencils", "stamps", "coins", "books", "shells", "cards", "balloons",
+    "buttons", "candles", "crayons",
+)
+
+# Events for "what day is the meeting?"; each reads naturally after "the".
+EVENTS: tuple[str, ...] = (
+    "team meeting", "dentist appointment", "piano lesson", "football match", "book club",
+    "school trip", "job interview", "birthday party", "yoga class", "science fair",
+)
+
+# Things one puts on a shopping list; one word each so a recalled item is a one-word answer.
+GROCERIES: tuple[str, ...] = (
+    "bread", "butter", "cheese", "honey", "sugar", "salt", "pepper", "lemons", "cherries", "grapes",
+    "melon", "peaches", "carrots", "potatoes", "tomatoes", "onions", "garlic", "beans", "rice",
+    "pasta", "soup", "cake", "cookies", "coffee", "juice", "milk", "eggs", "flour", "apples", "tea",
+)
+
+# Pets someone might mention owning (CATEGORIES["animal"] is zoo animals); none starts with a vowel,
+# so "a {pet}" always reads right.
+PETS: tuple[str, ...] = (
+    "dog", "cat", "rabbit", "hamster", "parrot", "turtle", "goldfish", "horse", "lizard", "snake",
+    "canary", "pony",
+)
