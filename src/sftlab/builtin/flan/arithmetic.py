@@ -15,12 +15,6 @@ CLUSTER = "arithmetic"
 HELDOUT_FAMILY: str | None = "subtract"
 
 
-def _off_by_one(answer: str) -> list[str]:
-    """Near-misses for answers that can be 0: base.default_near_misses appends a digit ("0" -> "00"),
-    which for 0 is the same number and so not a miss."""
-    return [str(int(answer) + 1), str(int(answer) - 1)]
-
-
 def _numbers(values) -> str:
     return ", ".join(map(str, values))
 
@@ -103,7 +97,7 @@ FAMILIES: tuple[Family, ...] = (
            T("{a} - x = {diff}. What is x?", answer="{b}", inverted=True),
            T("Q: After subtracting {b} from a number the result is {diff}. What was the number?\nA:",
              answer="{a}", inverted=True),
-           compare="number", near_misses=_off_by_one),
+           compare="number"),
 
     family("multiply", CLUSTER, "Multiply two numbers.", _multiply,
            T("What is {a} times {b}?"),
@@ -129,7 +123,7 @@ FAMILIES: tuple[Family, ...] = (
            T(("How many times does {b} go into {a} completely?", "{q}",
               "And what is left over?")),
            T("If you pack {a} cups into boxes of {b}, how many cups do not fill a whole box?"),
-           compare="number", near_misses=_off_by_one),
+           compare="number"),
 
     family("double", CLUSTER, "Double a number.", _double,
            T("What is double {n}?"),

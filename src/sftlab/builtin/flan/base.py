@@ -123,6 +123,23 @@ def default_near_misses(compare: str, answer: str) -> list[str]:
     return out
 
 
+def label_misses(*labels: str) -> Callable[[str], list[str]]:
+    """Near-misses of a label answer: every other label. The comparator's default near-misses only
+    mutate characters ("ye", "yesx"), which no model writes; the real mistake is the other label."""
+    return lambda answer: [label for label in labels if label.lower() != answer.lower()]
+
+
+def other_labels(*pools: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """Near-misses of an answer drawn from one of `pools` (names, cities, colours...): the other members
+    of its pool - what reading the wrong fact or recalling the wrong turn gives."""
+    def misses(answer: str) -> list[str]:
+        for pool in pools:
+            if answer in pool:
+                return [x for x in pool if x != answer]
+        return default_near_misses("text", answer)
+    return misses
+
+
 def family(name: str, cluster: str, description: str, generator: Generator, *templates: Template,
            compare: str = "text", checker: Checker | None = None,
            near_misses: Callable[[str], list[str]] | None = None) -> Family:

@@ -5,10 +5,9 @@ review, a group of words) into one of a few named classes, or pick the member th
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from random import Random
 
-from sftlab.builtin.flan.base import Family, T, family
+from sftlab.builtin.flan.base import Family, T, family, label_misses
 from sftlab.builtin.tasks import _is_prime, gen_odd_one_out, gen_parity, gen_sentiment
 from sftlab.builtin.words import CATEGORIES, COMMON_WORDS, FIRST_NAMES, PALINDROMES, PLACES, PLURALS
 
@@ -16,12 +15,6 @@ CLUSTER = "classification"
 # is_prime resembles parity (a property of a number, one-word label) without being trained, as in
 # the older suite's split.
 HELDOUT_FAMILY: str | None = "is_prime"
-
-
-def label_misses(*labels: str) -> Callable[[str], list[str]]:
-    """Near-misses of a label answer: every other label. The comparator's default near-misses only
-    mutate characters ("ye", "yesx"), which no model writes; the real mistake is the other label."""
-    return lambda answer: [label for label in labels if label.lower() != answer.lower()]
 
 
 # ---------------------------------------------------------------- generators

@@ -10,8 +10,7 @@ from __future__ import annotations
 from calendar import monthrange
 from random import Random
 
-from sftlab.builtin.flan.base import Family, T, family
-from sftlab.builtin.flan.classification import label_misses
+from sftlab.builtin.flan.base import Family, T, family, label_misses
 from sftlab.builtin.tasks import _date
 from sftlab.builtin.words import ANAGRAM_GROUPS, COMMON_WORDS, FIRST_NAMES, MONTHS
 

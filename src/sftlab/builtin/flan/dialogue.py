@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from random import Random
 
-from sftlab.builtin.flan.base import Family, T, default_near_misses, family
+from sftlab.builtin.flan.base import Family, T, default_near_misses, family, other_labels
 from sftlab.builtin.tasks import gen_reverse_word
 from sftlab.builtin.words import CATEGORIES, CITIES, COMMON_WORDS, FIRST_NAMES, GROCERIES, PETS
 
@@ -23,16 +23,6 @@ CLUSTER = "dialogue"
 HELDOUT_FAMILY: str | None = "chat_correction_reverse"
 
 COLOURS = CATEGORIES["colour"]
-
-
-def _other_labels(*pools: tuple[str, ...]):
-    """Near-misses for a recalled label: the other labels of its kind - what recalling the wrong turn gives."""
-    def misses(answer: str) -> list[str]:
-        for pool in pools:
-            if answer in pool:
-                return [x for x in pool if x != answer]
-        return default_near_misses("text", answer)
-    return misses
 
 
 # ---------------------------------------------------------------- a number recalled and transformed
@@ -164,7 +154,7 @@ FAMILIES: tuple[Family, ...] = (
               "Which one came right after {b}?"), answer="{c}"),
            T(("We need {a}.", "Okay, {a}.", "We also need {b} and {c}.", "Okay, {b} and {c}.",
               "Which item did I mention before {b}? One word."), answer="{a}", states_format=True),
-           compare="text", near_misses=_other_labels(GROCERIES)),
+           compare="text", near_misses=other_labels(GROCERIES)),
 
     family("chat_running_total", CLUSTER, "Amounts are given over turns; what is the total?", _running_total,
            T(("I spent {a} dollars on {x1}.", "Noted: {a} dollars so far.", "Then {b} dollars on {x2}.",
@@ -225,7 +215,7 @@ FAMILIES: tuple[Family, ...] = (
               "I'm sure your {pet} does.", "Which city did I move to last year?"), answer="{city}"),
            T(("My name is {name} and I have a {pet}.", "Nice to meet you, {name}.",
               "Input: the name I told you\nOutput:"), answer="{name}"),
-           compare="text", near_misses=_other_labels(FIRST_NAMES, CITIES, PETS, COLOURS)),
+           compare="text", near_misses=other_labels(FIRST_NAMES, CITIES, PETS, COLOURS)),
 
     family("chat_follow_up_count", CLUSTER, "The user asks a letter count, then 'and in <word>?'.", _follow_up,
            T(("How many letters are in the word '{w1}'?", "{n1}", "And in '{w2}'?")),

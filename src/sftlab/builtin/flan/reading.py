@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from random import Random
 
-from sftlab.builtin.flan.base import Family, T, default_near_misses, family
+from sftlab.builtin.flan.base import Family, T, family, other_labels
 from sftlab.builtin.words import CATEGORIES, CITIES, COUNTABLE_ITEMS, EVENTS, FIRST_NAMES
 
 CLUSTER = "reading"
@@ -29,17 +29,6 @@ def _context(facts: list[str]) -> dict[str, str]:
 
 def _or_list(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
-
-
-def _other_labels(*pools: tuple[str, ...]):
-    """Near-misses for a label answer: every other label of the pool the answer comes from - the
-    answer a model gives when it reads the wrong fact."""
-    def misses(answer: str) -> list[str]:
-        for pool in pools:
-            if answer in pool:
-                return [x for x in pool if x != answer]
-        return default_near_misses("text", answer)
-    return misses
 
 
 # ---------------------------------------------------------------- who is oldest
@@ -150,7 +139,7 @@ def _meeting_day(rng: Random):
 
 # ---------------------------------------------------------------- the families
 
-_people = _other_labels(FIRST_NAMES)
+_people = other_labels(FIRST_NAMES)
 
 FAMILIES: tuple[Family, ...] = (
     family("read_oldest", CLUSTER, "Given people's ages, who is the oldest?", _oldest,
@@ -178,7 +167,7 @@ FAMILIES: tuple[Family, ...] = (
            T("{context}\nWho owns the {colour} car?", answer="{person}", inverted=True),
            T("Facts:\n{facts}\n\nWhose car is {colour}? Reply with a name only.", answer="{person}", inverted=True,
              states_format=True),
-           compare="text", near_misses=_other_labels(COLOURS, FIRST_NAMES)),
+           compare="text", near_misses=other_labels(COLOURS, FIRST_NAMES)),
 
     family("read_home_city", CLUSTER, "Given where people live, where does someone live?", _home_city,
            T("{context}\nWhere does {person} live?"),
@@ -193,7 +182,7 @@ FAMILIES: tuple[Family, ...] = (
            T("{context}\nWho lives in {city}?", answer="{person}", inverted=True),
            T("Facts:\n{facts}\n\nWhich person lives in {city} now? Name only, please.", answer="{person}",
              inverted=True, states_format=True),
-           compare="text", near_misses=_other_labels(CITIES, FIRST_NAMES)),
+           compare="text", near_misses=other_labels(CITIES, FIRST_NAMES)),
 
     family("read_items_left", CLUSTER, "Someone gives some items away: how many does a person have now?",
            _items_left,
@@ -236,5 +225,5 @@ FAMILIES: tuple[Family, ...] = (
            T("{context}\n\nI need to be at the {event}. Which day should I go?"),
            T("Calendar: {context}\nQuestion: The {event} is on which day?\nAnswer:"),
            T("Here are this week's plans: {context} Tell me the day of the {event}, one word.", states_format=True),
-           compare="text", near_misses=_other_labels(WEEKDAYS)),
+           compare="text", near_misses=other_labels(WEEKDAYS)),
 )
