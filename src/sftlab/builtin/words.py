@@ -127,3 +127,13 @@ PLACES: tuple[str, ...] = (
     "market", "library", "park", "station", "museum", "beach", "bakery", "harbour", "cinema",
     "garden", "theatre", "zoo", "river", "castle", "farm",
 )
+
+# One-word city names for "which city is mentioned" (flan extraction): capitalised like the people's
+# names they share a sentence with, so the task is telling a city from a person; none is also a first
+# name (no Sofia, Florence, Paris, Sydney, Milan).
+CITIES: tuple[str, ...] = (
+    "Lisbon", "Madrid", "Berlin", "Vienna", "Prague", "Dublin", "Oslo", "Stockholm", "Helsinki", "Warsaw",
+    "Budapest", "Athens", "Rome", "Naples", "Kyoto", "Amsterdam", "Brussels", "Zurich", "Geneva", "Tokyo",
+    "Seoul", "Cairo", "Nairobi", "Lima", "Toronto", "Chicago", "Boston", "Singapore", "Melbourne", "Istanbul",
+    "Munich", "Hamburg", "Barcelona", "Edinburgh", "Manchester", "Montreal", "Vancouver", "Copenhagen",
+)
