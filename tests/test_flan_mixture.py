@@ -145,19 +145,19 @@ def test_formats_and_system_prompts_are_the_fractions_asked(registry):
     cfg = small(budget=4000, few_shot_fraction=0.25, pack_fraction=0.35, system_fraction=0.4, max_shots=3, max_pack=3)
     train, report = build_train(cfg)
     graded = sum(len(c.meta["examples"]) for c in train)
-    few = sum(1 for c in train if c.meta["format"] == "few_shot")
-    packed = sum(len(c.meta["examples"]) for c in train if c.meta["format"] == "packed")
+    few = sum(1 for c in train if c.meta["layout"] == "few_shot")
+    packed = sum(len(c.meta["examples"]) for c in train if c.meta["layout"] == "packed")
     with_system = [c for c in train if c.messages[0].role == "system"]
     assert abs(few - 0.25 * graded) <= 3
     # packed examples wait in open conversations (one per family clash, < max_pack each) when the budget ends
     assert abs(packed - 0.35 * graded) <= 3 + len(SEEN) * (cfg.max_pack - 1)
     assert abs(len(with_system) - 0.4 * len(train)) <= 2
-    assert report.with_system == len(with_system) and report.formats["few_shot"] == few
+    assert report.with_system == len(with_system) and report.layouts["few_shot"] == few
     assert {c.messages[0].content for c in with_system} <= set(SYSTEM_PROMPTS)
     assert len({c.messages[0].content for c in with_system}) == len(SYSTEM_PROMPTS)
     for c in train:
         msgs = [m for m in c.messages if m.role != "system"]
-        if c.meta["format"] == "few_shot":
+        if c.meta["layout"] == "few_shot":
             k = c.meta["shots"]
             assert 1 <= k <= 3 and len(c.meta["examples"]) == 1
             fam = c.meta["family"]
@@ -165,12 +165,12 @@ def test_formats_and_system_prompts_are_the_fractions_asked(registry):
             tags = [family_tag(m.content) for m in msgs if m.role == "user" and family_tag(m.content)]
             assert set(tags) <= {fam} and msgs[-1].content == c.meta["answer"]
             assert len([m for m in msgs if m.role == "assistant"]) >= k + 1
-        elif c.meta["format"] == "packed":
+        elif c.meta["layout"] == "packed":
             fams = [r["family"] for r in c.meta["examples"]]
             assert 2 <= len(fams) <= 3 and len(set(fams)) == len(fams)
         else:
             assert c.meta["shots"] == 0 and len(c.meta["examples"]) == 1
-    assert {c.meta["shots"] for c in train if c.meta["format"] == "few_shot"} == {1, 2, 3}
+    assert {c.meta["shots"] for c in train if c.meta["layout"] == "few_shot"} == {1, 2, 3}
 
 
 def test_token_budgets_are_kept_and_need_a_tokenizer(registry):
@@ -266,3 +266,43 @@ def test_config_refuses_unknown_keys_and_inconsistent_knobs():
 def test_a_family_too_small_for_its_eval_examples_says_how_to_fix(registry):
     with pytest.raises(ValueError, match="pick_colour.*fix: lower n_eval"):
         build_train(small(n_eval=79))
+
+
+def test_default_mixture_on_the_real_registry():
+    """Whatever families the registry holds today: each gives its eval examples, training holds only seen
+    families of trained clusters, and no eval example is a training one."""
+    import sftlab.builtin.flan as flan
+
+    train, evaluation, report = build(FlanMixture(budget=2000))
+    per_family = {}
+    for c in evaluation:
+        per_family[c.meta["family"]] = per_family.get(c.meta["family"], 0) + 1
+    assert per_family == {f: 40 for f in flan.FAMILIES}
+    trained = {r["family"] for c in train for r in c.meta["examples"]}
+    assert trained == set(report.sizes) and all(flan.split_of(f) == "seen" for f in trained)
+    assert not {f for f in trained if flan.FAMILIES[f].cluster in flan.HELDOUT_CLUSTERS}
+    eval_examples = {repr(c.to_dicts()) for c in evaluation}
+    train_windows = set()  # every run of consecutive turns (system aside) as long as an eval example
+    for c in train:
+        msgs = [m for m in c.to_dicts() if m["role"] != "system"]
+        for n in {len(e.messages) for e in evaluation}:
+            train_windows |= {repr(msgs[i:i + n]) for i in range(len(msgs) - n + 1)}
+    assert len(train_windows) > len(train) and not eval_examples & train_windows
+
+
+def test_a_mixture_saved_as_jsonl_loads_back_and_grades(registry, tmp_path):
+    """How a variant reaches `sftlab train`: save_conversations, then data.train: [{path: ...}]."""
+    from sftlab.builtin.grading import check_answer
+    from sftlab.data.config import SourceConfig
+    from sftlab.data.save import save_conversations
+
+    train, evaluation, _ = build(small(budget=300))
+    save_conversations(train, tmp_path / "train.jsonl")
+    save_conversations(evaluation, tmp_path / "eval.jsonl")
+
+    def ours(convs):  # the loader adds meta.format (the file's data format) and meta.original_source
+        return [(c.to_dicts(), {k: v for k, v in c.meta.items() if k not in ("format", "original_source")}) for c in convs]
+
+    assert ours(SourceConfig(path=str(tmp_path / "train.jsonl")).load().conversations) == dump(train)
+    loaded = SourceConfig(path=str(tmp_path / "eval.jsonl")).load().conversations
+    assert ours(loaded) == dump(evaluation) and all(check_answer(c, c.last_response) for c in loaded)

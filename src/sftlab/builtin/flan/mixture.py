@@ -36,9 +36,10 @@ HELDOUT_CLUSTERS; `clusters:` a subset of them), never a held-out family or clus
   what the loss averages over) under the tokenizer passed, so variants that train different clusters
   can train on the same number of tokens. Conversations are taken in stream order while the total stays
   <= budget; the first that would pass it ends the set (the report says how much budget is left).
-  Training conversations are then shuffled (seeded).
+  Tokens are counted as rendered, before a run's length policy (data.max_len). Training conversations
+  are then shuffled (seeded).
 
-meta of a training conversation: suite "flan", format (zero_shot | few_shot | packed), shots (k),
+meta of a training conversation: suite "flan", layout (zero_shot | few_shot | packed), shots (k),
 system (index into SYSTEM_PROMPTS or None), examples [{family, cluster, template, answer}] (graded, in
 order) and shot_families, plus family / answer of the LAST graded example (what a grader of the last
 response reads).
@@ -58,6 +59,7 @@ from pydantic import Field, model_validator
 from sftlab.builtin import flan
 from sftlab.configbase import Strict
 from sftlab.conversation import Conversation, Message
+from sftlab.errors import TemplateError
 
 SUITE = "flan"
 # A family's size is measured in SIZE_DRAWS x (n_eval + cap) draws: a family that can yield more than
@@ -80,7 +82,7 @@ Example = tuple[list[tuple[str, str]], str, int]  # (messages up to the answer, 
 class FlanMixture(Strict):
     """Knobs of the FLAN-style mixture (sftlab.builtin.flan.mixture). Unknown keys are errors."""
 
-    seed: int = Field(0, description="every draw (examples, mixing, formats) is deterministic per seed")
+    seed: int = Field(0, description="every draw (examples, mixing, layouts) is deterministic per seed")
     n_eval: int = Field(40, ge=1, description="zero-shot evaluation examples per family (disjoint from training)")
     clusters: list[str] | None = Field(None, description="trained clusters; None = every cluster not held out")
     mixing: Literal["proportional", "temperature"] = Field(
@@ -222,7 +224,7 @@ class MixReport:
     graded: Counter = field(default_factory=Counter)  # family -> graded examples
     shots: Counter = field(default_factory=Counter)  # family -> few-shot context examples
     repeated: int = 0  # graded examples drawn again after their family's pool was used up (reshuffled)
-    formats: Counter = field(default_factory=Counter)  # format -> graded examples
+    layouts: Counter = field(default_factory=Counter)  # layout -> graded examples
     with_system: int = 0  # conversations with an explicit system message
     tokens: Any = None  # sftlab.render.TokenShare of the set, when a tokenizer was given
 
@@ -230,7 +232,7 @@ class MixReport:
         n = sum(self.graded.values())
         lines = [f"flan mixture: {self.conversations} conversations, {n} graded examples of {len(self.sizes)} families "
                  f"in clusters {list(self.clusters)}; budget {self.used} of {self.budget} {self.budget_unit}",
-                 "formats (graded examples): " + ", ".join(f"{k} {v}" for k, v in sorted(self.formats.items())),
+                 "layouts (graded examples): " + ", ".join(f"{k} {v}" for k, v in sorted(self.layouts.items())),
                  f"few-shot context examples: {sum(self.shots.values())}; explicit system message: {self.with_system} "
                  f"conversations ({self.with_system / max(1, self.conversations):.1%})"]
         if self.tokens is not None:
@@ -269,18 +271,19 @@ class _Family:
 
 def _stream(cfg: FlanMixture, families: dict[str, _Family], weights: dict[str, float]
             ) -> Iterator[tuple[Conversation, int, int]]:
-    """Endless (conversation, graded examples in it, how many of those repeat an earlier one), in stream order. Each decision has its own seeded
-    stream, so e.g. the family sequence does not change with the few-shot fraction."""
+    """Endless (conversation, graded examples in it, how many of those repeat an earlier one), in stream
+    order. Each decision has its own seeded stream, so e.g. the family sequence does not change with the
+    few-shot fraction."""
     fam_stream = quota_stream(weights, Random(f"{cfg.seed}:flan-mix:families"))
     zero = max(0.0, 1.0 - cfg.few_shot_fraction - cfg.pack_fraction)
-    fmt_stream = quota_stream({"zero_shot": zero, "few_shot": cfg.few_shot_fraction, "packed": cfg.pack_fraction},
-                              Random(f"{cfg.seed}:flan-mix:formats"))
+    layout_stream = quota_stream({"zero_shot": zero, "few_shot": cfg.few_shot_fraction, "packed": cfg.pack_fraction},
+                                 Random(f"{cfg.seed}:flan-mix:layouts"))
     sys_stream = quota_stream({True: cfg.system_fraction, False: 1.0 - cfg.system_fraction},
                               Random(f"{cfg.seed}:flan-mix:system"))
     rng = Random(f"{cfg.seed}:flan-mix:draws")
     made = itertools.count()
 
-    def conversation(graded: list[tuple[str, int, bool]], fmt: str, shots: list[int]) -> tuple[Conversation, int, int]:
+    def conversation(graded: list[tuple[str, int, bool]], layout: str, shots: list[int]) -> tuple[Conversation, int, int]:
         messages: list[Message] = []
         system = rng.randrange(len(SYSTEM_PROMPTS)) if next(sys_stream) else None
         if system is not None:
@@ -293,7 +296,7 @@ def _stream(cfg: FlanMixture, families: dict[str, _Family], weights: dict[str, f
             ex = families[name].pool[j]
             messages += _turns(ex)
             records.append(_record(name, ex))
-        meta = {"suite": SUITE, "format": fmt, "shots": len(shots), "system": system, "examples": records,
+        meta = {"suite": SUITE, "layout": layout, "shots": len(shots), "system": system, "examples": records,
                 "shot_families": [name0] * len(shots), "family": records[-1]["family"], "answer": records[-1]["answer"]}
         conv = Conversation(tuple(messages), source=f"builtin:flan-train[{next(made)}]", meta=meta)
         return conv, len(graded), sum(r for _, _, r in graded)
@@ -301,9 +304,9 @@ def _stream(cfg: FlanMixture, families: dict[str, _Family], weights: dict[str, f
     # open packed conversations, each with its target size; an example joins the first without its family
     buffers: list[tuple[list[tuple[str, int, bool]], int]] = []
     while True:
-        name, fmt = next(fam_stream), next(fmt_stream)
+        name, layout = next(fam_stream), next(layout_stream)
         j, repeat = families[name].next()
-        if fmt == "packed":
+        if layout == "packed":
             k = next((k for k, (b, _) in enumerate(buffers) if all(x[0] != name for x in b)), None)
             if k is None:
                 buffers.append(([], rng.randint(2, cfg.max_pack)))
@@ -311,7 +314,7 @@ def _stream(cfg: FlanMixture, families: dict[str, _Family], weights: dict[str, f
             buffers[k][0].append((name, j, repeat))
             if len(buffers[k][0]) >= buffers[k][1]:
                 yield conversation(buffers.pop(k)[0], "packed", [])
-        elif fmt == "few_shot":
+        elif layout == "few_shot":
             k = rng.randint(1, cfg.max_shots)
             yield conversation([(name, j, repeat)], "few_shot", families[name].shots(j, k, rng))
         else:
@@ -353,7 +356,7 @@ def build_train(cfg: FlanMixture | None = None, tokenizer=None, renderer=None) -
         rows = None
         if renderer is not None:
             rows = renderer.render_batch([c for c, _, _ in chunk])
-            bad = next((r for r in rows if not hasattr(r, "input_ids")), None)
+            bad = next((r for r in rows if isinstance(r, TemplateError)), None)
             if bad is not None:
                 raise bad
             if cfg.budget_unit != "examples":
@@ -385,7 +388,7 @@ def _count(report: MixReport, convs: list[Conversation], repeats: int) -> None:
     for c in convs:
         for r in c.meta["examples"]:
             report.graded[r["family"]] += 1
-            report.formats[c.meta["format"]] += 1
+            report.layouts[c.meta["layout"]] += 1
         report.shots[c.meta["family"]] += c.meta["shots"]
     report.conversations = len(convs)
     report.with_system = sum(c.meta["system"] is not None for c in convs)
