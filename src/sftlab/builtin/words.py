@@ -137,3 +137,36 @@ CITIES: tuple[str, ...] = (
     "Seoul", "Cairo", "Nairobi", "Lima", "Toronto", "Chicago", "Boston", "Singapore", "Melbourne", "Istanbul",
     "Munich", "Hamburg", "Barcelona", "Edinburgh", "Manchester", "Montreal", "Vancouver", "Copenhagen",
 )
+
+# --- added for the FLAN-style mixture (sftlab.builtin.flan: classification, comparison, sequences) ---
+
+# Palindromes for "is it a palindrome?": real words only, so a "yes" never hinges on a made-up string.
+PALINDROMES: tuple[str, ...] = (
+    "level", "radar", "civic", "kayak", "refer", "rotor", "madam", "noon", "racecar", "stats",
+    "tenet", "deed", "peep", "pop", "solos", "sagas", "reviver", "redder", "wow", "mom", "dad",
+    "eye", "gag", "nun", "pup", "sees", "toot", "bib", "bob", "did", "ewe", "tot", "pip",
+    "rotator", "repaper", "deified",
+)
+
+# Groups of mutual anagrams (same letters, different order), everyday words only. A word appears in
+# one group only; the anagram generator still decides yes/no from the letters, not from the grouping.
+ANAGRAM_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("listen", "silent", "enlist", "tinsel"), ("stop", "pots", "tops", "spot", "post"),
+    ("evil", "vile", "live", "veil"), ("heart", "earth", "hater"), ("night", "thing"),
+    ("below", "elbow", "bowel"), ("state", "taste"), ("dusty", "study"), ("angel", "glean", "angle"),
+    ("cat", "act"), ("dog", "god"), ("arc", "car"), ("rat", "tar", "art"), ("meat", "team", "mate", "tame"),
+    ("lemon", "melon"), ("peach", "cheap"), ("save", "vase"), ("stressed", "desserts"),
+    ("dear", "read", "dare"), ("race", "care", "acre"), ("part", "trap", "rapt"), ("lime", "mile"),
+    ("tea", "eat", "ate"), ("bat", "tab"), ("pan", "nap"), ("ten", "net"), ("now", "own", "won"),
+    ("east", "seat", "teas", "eats"), ("cider", "cried"), ("inch", "chin"), ("heat", "hate"),
+    ("note", "tone"), ("slip", "lips"), ("lump", "plum"), ("wolf", "flow", "fowl"), ("sword", "words"),
+    ("secure", "rescue"), ("thorn", "north"), ("march", "charm"), ("baker", "brake", "break"),
+    ("skate", "steak", "stake", "takes"), ("finger", "fringe"), ("danger", "garden", "ranged"),
+    ("reaction", "creation"), ("votes", "stove"), ("ocean", "canoe"), ("sale", "seal"),
+    ("lead", "deal"), ("mane", "name", "mean"), ("pear", "reap", "pare"), ("tired", "tried"),
+    ("lion", "loin"), ("shoe", "hose"), ("bored", "robed"), ("smile", "limes", "miles", "slime"),
+)
+
+WEEKDAYS: tuple[str, ...] = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+MONTHS: tuple[str, ...] = ("January", "February", "March", "April", "May", "June", "July", "August",
+                           "September", "October", "November", "December")
