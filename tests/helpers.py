@@ -19,6 +19,54 @@ import yaml
 from sftlab.render import Rendered
 from tiny import make_model, make_tokenizer
 
+# ---- a small FLAN-style registry (sftlab.builtin.flan) for mixture and report tests ---------------------
+
+def fake_flan_registry(monkeypatch):
+    """Replace the flan registry with 4 clusters of the older suite's generators, 8 templates each:
+    letters (reverse_word, uppercase, multi-turn spell_back; held out: remove_vowels), arithmetic (add,
+    multiply; held out: subtract), lists (sort_words, count_items, pick_colour: 10 colours x 8 templates =
+    80 examples at most; held out: sort_numbers), and the held-out cluster comparison (parity, is_prime)."""
+    from random import Random
+
+    import sftlab.builtin.flan as flan
+    from sftlab.builtin import tasks as bt
+    from sftlab.builtin.flan.base import T, family
+
+    def templates(name, *fields):
+        body = " ".join("{" + f + "}" for f in fields)
+        return [T(f"[{name} {i}] Do the task on: {body}") for i in range(8)]
+
+    def colour(rng):
+        c = rng.choice(["red", "green", "blue", "black", "white", "pink", "grey", "brown", "gold", "cyan"])
+        return {"c": c}, c
+
+    spec = {  # cluster -> [(name, generator, fields, compare)]
+        "letters": [("reverse_word", bt.gen_reverse_word, ("word",), "text"), ("uppercase", bt.gen_uppercase, ("text",), "text_cs"),
+                    ("remove_vowels", bt.gen_remove_vowels, ("word",), "text")],
+        "arithmetic": [("add", bt.gen_add, ("a", "b"), "number"), ("multiply", bt.gen_multiply, ("a", "b"), "number"),
+                       ("subtract", bt.gen_subtract, ("a", "b"), "number")],
+        "lists": [("sort_words", bt.gen_sort_words, ("items",), "list"), ("count_items", bt.gen_count_items, ("items",), "number"),
+                  ("pick_colour", colour, ("c",), "text"), ("sort_numbers", bt.gen_sort_numbers, ("items",), "list")],
+        "comparison": [("parity", bt.gen_parity, ("n",), "text"), ("is_prime", bt.gen_is_prime, ("n",), "text")],
+    }
+    families, clusters = {}, {}
+    for cluster, fams in spec.items():
+        for name, gen, fields, compare in fams:
+            tpl = templates(name, *fields)
+            families[name] = family(name, cluster, name, gen, *tpl, compare=compare)
+        clusters[cluster] = tuple(n for n, *_ in fams)
+    spell = family("spell_back", "letters", "multi-turn reverse", bt.gen_reverse_word,
+                   T(("I have a word for you.", "Sure, which word?", "{word}. Write it backwards.")),
+                   *templates("spell_back", "word")[1:], compare="text")
+    families["spell_back"] = spell
+    clusters["letters"] += ("spell_back",)
+    monkeypatch.setattr(flan, "FAMILIES", families)
+    monkeypatch.setattr(flan, "CLUSTERS", clusters)
+    monkeypatch.setattr(flan, "HELDOUT_CLUSTERS", ("comparison",))
+    monkeypatch.setattr(flan, "HELDOUT_FAMILIES", ("remove_vowels", "subtract", "sort_numbers"))
+    return flan
+
+
 # ---- a run on disk: tiny model folder, data, config, a `sftlab train` process ----------------------
 # (so a `sftlab train` subprocess sees exactly what a user's run would)
 

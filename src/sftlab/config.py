@@ -95,7 +95,7 @@ class EvalGenerateConfig(Strict):
     """train.eval_generate: answers generated (greedy) to a small prompt set at every evaluation and graded:
     eval_accuracy in metrics.jsonl (docs/training.md)."""
 
-    source: str = Field("builtin:tasks-eval", description="prompts with gold answers: builtin:tasks-eval (graded by the built-in task checkers), or a data file/folder/hub id in any data format (graded by exact match of the last assistant message after normalising whitespace, quotes, a trailing period and an 'Answer:' prefix, case-insensitive)")
+    source: str = Field("builtin:tasks-eval", description="prompts with gold answers: builtin:tasks-eval or builtin:flan-eval (graded by their suite's checkers), or a data file/folder/hub id in any data format (graded by exact match of the last assistant message after normalising whitespace, quotes, a trailing period and an 'Answer:' prefix, case-insensitive)")
     limit: int = Field(40, ge=1, description="prompts used, spread evenly over the families (meta family, else the source file) in a fixed order")
     max_new_tokens: int = Field(32, ge=1, description="longest generated answer in tokens")
     batch_size: int = Field(16, ge=1, description="prompts generated together")

@@ -18,7 +18,7 @@ from sftlab.conversation import Conversation
 from sftlab.data.config import DataSourceConfig
 from sftlab.errors import DataError, Problem, TemplateError
 from sftlab.pack import LengthReport, PackedDataset, apply_length_policy
-from sftlab.render import Rendered, Renderer, preflight
+from sftlab.render import Rendered, Renderer, TokenShare, preflight
 from sftlab.token_cache import TokenCache, cache_root
 
 def load_source(src: DataSourceConfig, on_error: str) -> tuple[list[Conversation], str]:
@@ -128,8 +128,6 @@ class Prepared:
         lines = list(self.notes)
         lines.append(self.length_report.summary())
         tr = self.train
-        trained = sum(r.n_trained for r in tr.examples)
-        total = sum(len(r) for r in tr.examples)
         if tr.padded:
             layout = f"{len(tr)} padded batches of {tr.batch_size} examples, reshuffled each epoch (non-pad {tr.fill_ratio():.1%})"
         else:
@@ -139,7 +137,7 @@ class Prepared:
             if tr.oversize_rows:
                 layout += (f"; {tr.oversize_rows} example(s) longer than tokens_per_batch (up to data.max_len {tr.examples and max(len(r) for r in tr.examples)}) "
                            "have a row of their own: raise train.tokens_per_batch to data.max_len to pack them with others")
-        lines.append(f"train: {len(tr.examples)} examples, {total} tokens, {trained} trained ({trained / max(1, total):.1%}); {layout}")
+        lines.append(f"train: {len(tr.examples)} examples, {TokenShare.of(tr.examples).summary()}; {layout}")
         if self.eval is not None:
             lines.append(f"eval: {len(self.eval.examples)} examples in {len(self.eval)} batches")
         return "\n".join(lines)

@@ -73,6 +73,37 @@ class Rendered:
         return sum(self.loss_mask)
 
 
+@dataclass(frozen=True)
+class TokenShare:
+    """How many tokens a set of rendered rows has and how many of them are trained (loss_mask 1): the
+    train summary's "N tokens, M trained (x%)"."""
+
+    rows: int
+    tokens: int
+    trained: int
+
+    @property
+    def share(self) -> float:
+        return self.trained / max(1, self.tokens)
+
+    @classmethod
+    def of(cls, rendered: list[Rendered]) -> TokenShare:
+        return cls(len(rendered), sum(len(r) for r in rendered), sum(r.n_trained for r in rendered))
+
+    def summary(self) -> str:
+        return f"{self.tokens} tokens, {self.trained} trained ({self.share:.1%})"
+
+
+def trained_share(renderer: Renderer, conversations: list[Conversation]) -> TokenShare:
+    """The trained share of `conversations` rendered with `renderer` (its tokenizer, chat template
+    and train_on), before any length policy. A conversation the template refuses raises its TemplateError."""
+    rendered = renderer.render_batch(conversations)
+    bad = next((r for r in rendered if isinstance(r, TemplateError)), None)
+    if bad is not None:
+        raise bad
+    return TokenShare.of(rendered)
+
+
 class Renderer:
     """Renders conversations for one tokenizer. Build once, reuse (it probes the template once)."""
 

@@ -2,7 +2,7 @@
 
 - eval loss on data.eval (train.evaluate_loss, passed in) -> `eval_loss`
 - optionally (train.eval_generate) greedy answers to a small prompt set, graded -> `eval_accuracy`
-  (built-in task prompts by the built-in checkers, `sftlab.builtin.tasks.check_answer`; any other
+  (built-in task prompts by their suite's checkers, `sftlab.builtin.grading.check_answer`; any other
   source by exact match of the gold answer after `normalise_response`, case-insensitive)
 - the best value of `train.best_metric` so far, its step, and how many evaluations since it
   improved (`Best`): saved in every checkpoint's meta (`meta["evaluation"]`), so it survives resume
@@ -192,11 +192,13 @@ class GenerationEval:
 
 
 def grade(conversation: Conversation, answer: str) -> bool:
-    """A built-in task example by its checker; anything else by normalised, case-insensitive exact match."""
-    from sftlab.builtin.tasks import FAMILIES, check_answer, normalise_response
+    """A built-in task example (either suite) by its checker; anything else by normalised,
+    case-insensitive exact match."""
+    from sftlab.builtin.grading import check_answer, gradable
+    from sftlab.builtin.tasks import normalise_response
 
-    if conversation.meta.get("family") in FAMILIES and "answer" in conversation.meta:
-        return bool(check_answer(conversation, answer))
+    if gradable(conversation):
+        return check_answer(conversation, answer)
     return normalise_response(answer).casefold() == normalise_response(conversation.last_response).casefold()
 
 

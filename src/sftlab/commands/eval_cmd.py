@@ -10,7 +10,7 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="compare a base and tuned model(s): perplexity, tasks, IFEval, with 95%% CIs")
     p.add_argument("--base", required=True, help="baseline model: hub id, folder, .gguf, adapter folder or smollm2-135m-instruct")
     p.add_argument("--tuned", action="append", required=True, help="tuned model (repeat for several)")
-    p.add_argument("--data", help="held-out instruction data for response perplexity (default: built-in task eval split)")
+    p.add_argument("--data", help="held-out instruction data for response perplexity (default: the eval split of the --tasks suite)")
     p.add_argument("--general-text", help="plain-text file for general-text perplexity, documents separated by blank lines "
                    "(default: the built-in general text)")
     p.add_argument("--train-data", help="training data to check the eval prompts against (n-gram decontamination)")
@@ -18,6 +18,11 @@ def register(sub) -> None:
     p.add_argument("--metrics", help="a run's metrics.jsonl: plot its training loss curve in the report")
     p.add_argument("--no-ifeval", action="store_true", help="skip verifiable instruction following")
     p.add_argument("--no-tasks", action="store_true", help="skip the built-in task suite")
+    p.add_argument("--tasks", choices=("tasks", "flan"), default="tasks",
+                   help="which built-in task suite: tasks (24 families, seen/held-out) or flan (the FLAN-style mixture's "
+                   "eval set: seen families, held-out families, held-out clusters, per cluster); default tasks")
+    p.add_argument("--trained-clusters", help="with --tasks flan: comma-separated clusters the tuned model trained on, "
+                   "when a subset; the other trainable clusters are then reported as not trained (default: all but the held-out ones)")
     p.add_argument("--no-perplexity", action="store_true", help="skip perplexities (e.g. endpoint-only models)")
     p.add_argument("--max-per-family", type=int, help="at most this many task prompts per family")
     p.add_argument("--max-ifeval", type=int, help="at most this many IFEval prompts")
@@ -74,6 +79,8 @@ def run(args) -> int:
         task_max_new_tokens=args.task_max_new_tokens,
         ifeval_max_new_tokens=args.ifeval_max_new_tokens,
         decontam_ngram=args.ngram,
+        task_suite=args.tasks,
+        trained_clusters=[c.strip() for c in args.trained_clusters.split(",") if c.strip()] if args.trained_clusters else None,
     )
     report.settings["models"] = dict(zip(labels, names))
     out = Path(args.out)

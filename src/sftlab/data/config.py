@@ -17,6 +17,8 @@ from sftlab.errors import DataError, Problem
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_SETS = {"tasks-train": 0, "tasks": 0, "tasks-eval": 1}  # name -> index in train_eval_split()
+# the FLAN-style mixture (sftlab.builtin.flan.mixture) with its default knobs, seed 0
+FLAN_SETS = ("flan-train", "flan-eval")
 # the multimodal shapes suite (sftlab.builtin.shapes): written once into cache_dir()/shapes, then read
 SHAPES_SETS = ("shapes-stage1", "shapes-stage2", "shapes-stage2-chat", "shapes-eval")
 
@@ -27,7 +29,8 @@ class SourceConfig(Strict):
     columns maps OUR field name -> YOUR column name, e.g. {instruction: question, output: answer}.
     """
 
-    path: str = Field(description="file, folder, glob, hub dataset id, or builtin:tasks-train / builtin:tasks-eval "
+    path: str = Field(description="file, folder, glob, hub dataset id, or builtin:tasks-train / builtin:tasks-eval / "
+                      "builtin:flan-train / builtin:flan-eval "
                       "(multimodal: builtin:shapes-stage1 / builtin:shapes-stage2 / builtin:shapes-stage2-chat / builtin:shapes-eval)")
     format: str = Field("auto", description="auto, messages, sharegpt, alpaca, prompt_completion or text")
     columns: dict[str, str] | None = Field(None, description="our field name -> your column name")
@@ -60,7 +63,8 @@ class SourceConfig(Strict):
                 "image_dir": self.image_dir}
 
     def load(self, **kw):
-        """Load this source: a built-in set (builtin:tasks-train, builtin:tasks-eval, builtin:shapes-stage1,
+        """Load this source: a built-in set (builtin:tasks-train, builtin:tasks-eval, builtin:flan-train,
+        builtin:flan-eval, builtin:shapes-stage1,
         builtin:shapes-stage2, builtin:shapes-eval; `limit` applies),
         else load_conversations(self.path, **self.load_kwargs(), **kw). Returns a LoadResult."""
         from sftlab.data.load import LoadResult, LoadStats, load_conversations
@@ -76,10 +80,14 @@ class SourceConfig(Strict):
             from sftlab.builtin.tasks import train_eval_split
 
             convs = train_eval_split(seed=0)[BUILTIN_SETS[name]]
+        elif name in FLAN_SETS:
+            from sftlab.builtin.flan.mixture import build_eval, build_train
+
+            convs = build_train()[0] if name == "flan-train" else build_eval()
         else:
             raise DataError(Problem(self.path, "path", "unknown built-in data set",
-                                    "use builtin:tasks-train, builtin:tasks-eval, builtin:shapes-stage1, "
-                                    "builtin:shapes-stage2 or builtin:shapes-eval"))
+                                    "use builtin:tasks-train, builtin:tasks-eval, builtin:flan-train, builtin:flan-eval, "
+                                    "builtin:shapes-stage1, builtin:shapes-stage2, builtin:shapes-stage2-chat or builtin:shapes-eval"))
         convs = convs[: self.limit] if self.limit else convs
         n = len(convs)
         return LoadResult(convs, LoadStats(rows_read=n, loaded=n, by_format={"built-in suite": n}, by_file={self.path: n}))

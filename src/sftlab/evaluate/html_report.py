@@ -68,7 +68,7 @@ def _bars(metrics: list[Metric], models: list[str], title: str, pct: bool, figsi
     import matplotlib.pyplot as plt
     import numpy as np
 
-    labels = [m.name.replace("task: ", "").replace("task accuracy: ", "") for m in metrics]
+    labels = [m.name.replace("task: ", "").replace("task cluster: ", "cluster ").replace("task accuracy: ", "") for m in metrics]
     n = len(models)
     width = 0.8 / n
     x = np.arange(len(metrics))
@@ -152,7 +152,7 @@ def render_html(report: EvalReport, metrics_jsonl: str | Path | None = None) -> 
              f"<p class='note'>Baseline: <b>{html.escape(base)}</b>. Every value has a 95% percentile-bootstrap interval "
              "(1000 resamples over prompts, seed 0); differences are paired on the same prompts. "
              "<span class='better'>green</span>/<span class='worse'>red</span>: the interval of the difference excludes 0.</p>"]
-    headline = [m for m in metrics if not m.name.startswith("task: ")]  # per-family rows: tasks section
+    headline = [m for m in metrics if not m.name.startswith(("task: ", "task cluster: "))]  # per-family/cluster rows: tasks section
     parts.append("<h2>Summary</h2>" + _metric_table(headline, models, base))
     if metrics_jsonl:
         rows = read_metrics_jsonl(metrics_jsonl)
@@ -168,10 +168,13 @@ def render_html(report: EvalReport, metrics_jsonl: str | Path | None = None) -> 
     if task_rows:
         overall = [m for m in task_rows if m.name.startswith("task accuracy")]
         fam = [m for m in task_rows if m.name.startswith("task: ")]
+        clusters = [m for m in task_rows if m.name.startswith("task cluster: ")]
         parts.append("<h2>Built-in tasks</h2><p class='note'>Greedy answers, max_new_tokens="
                      f"{report.settings.get('task_max_new_tokens')}; seen = families in the training mix, "
                      "held-out = families never trained on.</p>")
         parts.append(_img(_bars(overall, models, "task accuracy", pct=True), "task accuracy seen vs held-out"))
+        if clusters:
+            parts.append(_metric_table(clusters, models, base))
         if fam:
             parts.append(_metric_table(fam, models, base))
             parts.append(_img(_bars(fam, models, "accuracy per task family", pct=True, figsize=(7.5, 0.32 * len(fam) * max(1, len(models) / 2) + 1.2), horizontal=True), "per-family accuracy"))

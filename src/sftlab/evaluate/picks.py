@@ -9,7 +9,9 @@ got wrong (in a 192-prompt quickstart run, 129 were), which says nothing of what
 
 from __future__ import annotations
 
-SPLIT_NAMES = {"held-out": "never-seen family", "seen": "seen family"}
+SPLIT_NAMES = {"held-out": "never-seen family", "seen": "seen family", "held-out-cluster": "never-trained cluster",
+               "untrained-cluster": "cluster this model did not train"}
+NEVER_SEEN = ("held-out", "held-out-cluster", "untrained-cluster")  # splits a model never trained on
 
 OUTCOME_TEXT = {
     "improved": "tuned right, base wrong",
@@ -56,12 +58,12 @@ def pick_side_by_side(items: list[dict], base: str = "base", tuned: str = "tuned
         chosen.append((i, f"{why}; {SPLIT_NAMES.get(items[i].get('split'), 'unlabelled split')}"))
         return True
 
-    any_split = ("held-out", "seen", "", None)
+    any_split = (*NEVER_SEEN, "seen", "", None)
     for _ in range(n_improved):
-        if not (take(("improved",), ("held-out",), OUTCOME_TEXT["improved"])
+        if not (take(("improved",), NEVER_SEEN, OUTCOME_TEXT["improved"])
                 or take(("improved",), any_split, OUTCOME_TEXT["improved"])):
             break
-    take(("both_wrong",), ("held-out",), OUTCOME_TEXT["both_wrong"]) or take(("both_wrong",), any_split, OUTCOME_TEXT["both_wrong"])
+    take(("both_wrong",), NEVER_SEEN, OUTCOME_TEXT["both_wrong"]) or take(("both_wrong",), any_split, OUTCOME_TEXT["both_wrong"])
     take(("worse",), any_split, OUTCOME_TEXT["worse"])
     if not any(items[i].get("split") == "seen" for i, _ in chosen):
         for o in ("improved", "both_wrong", "worse", "both_right"):
@@ -76,7 +78,7 @@ def pick_side_by_side(items: list[dict], base: str = "base", tuned: str = "tuned
 def outcome_tally(items: list[dict], base: str = "base", tuned: str = "tuned") -> str:
     """One line per split: how many prompts fall in each outcome (the picks are not a sample)."""
     lines = []
-    for split in ("held-out", "seen"):
+    for split in (*NEVER_SEEN, "seen"):
         sub = [it for it in items if it.get("split") == split]
         if not sub:
             continue

@@ -27,6 +27,10 @@ from sftlab.evaluate.decontam import DecontamReport
 from sftlab.evaluate.perplexity import ExampleLosses
 
 NAN = Estimate(math.nan, math.nan, math.nan, 0)
+# GenerationSet split label -> the title of its accuracy row ("task accuracy: <title>"), in report order
+SPLIT_TITLES = {"seen": "seen families", "held-out": "held-out families",
+                "held-out-cluster": "held-out clusters (never trained)",
+                "untrained-cluster": "clusters this model did not train"}
 
 
 @dataclass
@@ -38,7 +42,9 @@ class GenerationSet:
     prompts: list[list[dict]]
     gold: list[str]
     groups: list[str]  # task family (tasks) or "" (ifeval)
-    splits: list[str]  # "seen" | "held-out" | "" per prompt
+    # per prompt: "seen" | "held-out" (a held-out family) | "" (ifeval); flan suite also "held-out-cluster"
+    # (a cluster in HELDOUT_CLUSTERS) | "untrained-cluster" (a trainable cluster the model did not train)
+    splits: list[str]
     max_new_tokens: int
     answers: dict[str, list[str]] = field(default_factory=dict)
     passed: dict[str, list[bool]] = field(default_factory=dict)
@@ -49,6 +55,7 @@ class GenerationSet:
     instruction_ids: list[list[str]] = field(default_factory=list)  # per prompt (ifeval)
     instruction_passed: dict[str, list[list[bool]]] = field(default_factory=dict)  # strict, per model
     conversations: list | None = None  # tasks: the eval conversations (check_answer reads their meta)
+    clusters: list[str] = field(default_factory=list)  # flan suite: the cluster per prompt; else empty
 
 
 @dataclass
@@ -124,10 +131,16 @@ class EvalReport:
 
     def _accuracy_metrics(self, gs: GenerationSet) -> list[Metric]:
         subsets: list[tuple[str, list[int]]] = [("task accuracy: all", list(range(len(gs.ids))))]
-        for split in ("seen", "held-out"):
+        titles = dict(SPLIT_TITLES, **({"held-out": "held-out families of trained clusters"} if gs.clusters else {}))
+        for split, title in titles.items():
             idx = [i for i, s in enumerate(gs.splits) if s == split]
             if idx:
-                subsets.append((f"task accuracy: {split} families", idx))
+                subsets.append((f"task accuracy: {title}", idx))
+        if "untrained-cluster" in gs.splits and "held-out-cluster" in gs.splits:
+            subsets.append(("task accuracy: every cluster not trained (held-out + not trained)",
+                            [i for i, s in enumerate(gs.splits) if s in ("held-out-cluster", "untrained-cluster")]))
+        for cluster in sorted(set(gs.clusters)):
+            subsets.append((f"task cluster: {cluster}", [i for i, c in enumerate(gs.clusters) if c == cluster]))
         for fam in sorted(set(gs.groups)):
             subsets.append((f"task: {fam}", [i for i, g in enumerate(gs.groups) if g == fam]))
         return [self._accuracy_row(name, "tasks", gs.passed, idx) for name, idx in subsets]
@@ -262,6 +275,7 @@ def _generations_json(gs: GenerationSet) -> dict:
                 "id": gs.ids[i],
                 "group": gs.groups[i],
                 "split": gs.splits[i],
+                **({"cluster": gs.clusters[i]} if gs.clusters else {}),
                 "prompt": gs.prompts[i],
                 "gold": gs.gold[i],
                 "answers": {m: a[i] for m, a in gs.answers.items()},

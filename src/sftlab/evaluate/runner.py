@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sftlab.conversation import Conversation
+from sftlab.errors import ConfigError
 from sftlab.evaluate.decontam import decontaminate
 from sftlab.evaluate.generators import EndpointGenerator, LocalGenerator
 from sftlab.evaluate.perplexity import example_losses, text_rows
@@ -23,6 +24,10 @@ from sftlab.evaluate.results import EvalReport, GenerationSet
 from sftlab.generate import SamplingParams
 
 TASK_MAX_NEW_TOKENS = 32  # built-in task answers are a word or a short list
+TASK_SUITES = ("tasks", "flan")
+# flan.mixture.eval_split -> the report's split label (GenerationSet.splits)
+FLAN_SPLIT_LABELS = {"seen": "seen", "heldout": "held-out", "heldout_cluster": "held-out-cluster",
+                     "untrained_cluster": "untrained-cluster"}
 IFEVAL_MAX_NEW_TOKENS = 256  # long enough for "write at least 3 paragraphs"-style constraints
 
 
@@ -74,6 +79,8 @@ def evaluate_models(
     ppl_token_budget: int = 2048,
     decontam_ngram: int = 8,
     progress: bool = True,
+    task_suite: str = "tasks",
+    trained_clusters: list[str] | None = None,
 ) -> EvalReport:
     """Evaluate every model on the same data; the first model is the baseline for differences.
 
@@ -83,9 +90,26 @@ def evaluate_models(
     train_conversations: conversations or a data path; eval prompts sharing a word n-gram
         (decontam_ngram) with them are counted and listed.
     ifeval_prompts: IFEvalPrompt list (default: ifeval.load_prompts(), the built-in set).
+    task_suite: "tasks" (the 24-family suite's eval split) or "flan" (the FLAN-style mixture's eval set,
+        sftlab.builtin.flan.mixture.build_eval, seed 0: accuracy by split, cluster and family); it is also
+        the default response-perplexity data. trained_clusters (flan only): the clusters the tuned model
+        trained on, when a subset; families of the other trainable clusters then form their own group
+        ("clusters not trained") beside the held-out clusters (default: every cluster not held out).
     """
     if not models:
         raise ValueError("evaluate_models needs at least one model")
+    if task_suite not in TASK_SUITES:
+        raise ConfigError(f"task_suite {task_suite!r}; fix: one of {TASK_SUITES}")
+    if trained_clusters is not None:
+        if task_suite != "flan":
+            raise ConfigError("trained_clusters names clusters of the flan suite; fix: use the flan suite (--tasks flan) or drop it")
+        from sftlab.builtin.flan.mixture import FlanMixture
+        from sftlab.builtin.flan.mixture import trained_clusters as checked
+
+        try:  # unknown or held-out clusters, an empty list: the mixture's own checks
+            trained_clusters = list(checked(FlanMixture(clusters=list(trained_clusters))))
+        except ValueError as e:  # pydantic's ValidationError is one
+            raise ConfigError(f"trained_clusters: {e}") from e
     cands = {name: _as_candidate(name, e) for name, e in models.items()}
     names = list(cands)
     report = EvalReport(
@@ -100,6 +124,8 @@ def evaluate_models(
             "generation": {n: getattr(c.generator, "describe", lambda g=c.generator: type(g).__name__)() for n, c in cands.items()},
             "max_task_examples_per_family": max_task_examples_per_family,
             "max_ifeval_prompts": max_ifeval_prompts,
+            "task_suite": task_suite,
+            "trained_clusters": trained_clusters,
         },
     )
 
@@ -109,10 +135,8 @@ def evaluate_models(
     elif perplexity:
         t0 = time.time()
         if eval_conversations is None:
-            from sftlab.builtin.tasks import train_eval_split
-
-            eval_conversations = train_eval_split(seed=0)[1]
-            report.settings["response_ppl_data"] = f"built-in task suite, eval split ({len(eval_conversations)} conversations)"
+            eval_conversations = suite_eval_set(task_suite)
+            report.settings["response_ppl_data"] = f"built-in {task_suite} suite, eval split ({len(eval_conversations)} conversations)"
         else:
             report.settings["response_ppl_data"] = f"{len(eval_conversations)} given conversations"
         if general_text is None:
@@ -147,9 +171,9 @@ def evaluate_models(
     # ---- built-in tasks -----------------------------------------------------------------------
     if task_eval:
         t0 = time.time()
-        report.tasks = _task_set(max_task_examples_per_family, task_max_new_tokens, report)
+        report.tasks = _task_set(max_task_examples_per_family, task_max_new_tokens, report, task_suite, trained_clusters)
         _generate_all(report.tasks, cands, batch_size, progress)
-        from sftlab.builtin.tasks import check_answer
+        from sftlab.builtin.grading import check_answer
 
         convs = report.tasks.conversations
         for name in names:
@@ -192,11 +216,34 @@ def evaluate_models(
     return report
 
 
-def _task_set(max_per_family: int | None, max_new_tokens: int, report: EvalReport) -> GenerationSet:
+def suite_eval_set(suite: str) -> list[Conversation]:
+    """The eval split of a built-in task suite, seed 0."""
+    if suite == "flan":
+        from sftlab.builtin.flan.mixture import build_eval
+
+        return build_eval()
+    from sftlab.builtin.tasks import train_eval_split
+
+    return train_eval_split(seed=0)[1]
+
+
+def _splits(convs: list[Conversation], suite: str, trained_clusters: list[str] | None) -> list[str]:
+    """The report's split label per prompt (GenerationSet.splits): "seen", "held-out" (a held-out family;
+    flan: of a trained cluster), flan only: "held-out-cluster", "untrained-cluster"."""
+    families = [str(c.meta.get("family", "")) for c in convs]
+    if suite == "flan":
+        from sftlab.builtin.flan.mixture import eval_split
+
+        return [FLAN_SPLIT_LABELS[eval_split(f, trained_clusters)] for f in families]
     from sftlab.builtin import tasks as bt
 
-    evaluation = bt.train_eval_split(seed=0)[1]
     seen, held = set(bt.SEEN_FAMILIES), set(bt.HELDOUT_FAMILIES)
+    return ["seen" if f in seen else "held-out" if f in held else "" for f in families]
+
+
+def _task_set(max_per_family: int | None, max_new_tokens: int, report: EvalReport, suite: str = "tasks",
+              trained_clusters: list[str] | None = None) -> GenerationSet:
+    evaluation = suite_eval_set(suite)
     per_family: dict[str, int] = {}
     convs, capped = [], 0
     for c in evaluation:
@@ -216,10 +263,12 @@ def _task_set(max_per_family: int | None, max_new_tokens: int, report: EvalRepor
         prompts=[list(m.to_dict() for m in c.prompt_messages) for c in convs],
         gold=[c.last_response for c in convs],
         groups=[str(c.meta.get("family", "")) for c in convs],
-        splits=["seen" if g in seen else "held-out" if g in held else "" for g in (str(c.meta.get("family", "")) for c in convs)],
+        splits=_splits(convs, suite, trained_clusters),
         max_new_tokens=max_new_tokens,
     )
     gs.conversations = convs
+    if suite == "flan":
+        gs.clusters = [str(c.meta.get("cluster", "")) for c in convs]
     return gs
 
 

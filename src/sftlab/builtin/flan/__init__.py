@@ -46,16 +46,17 @@ def split_of(name: str) -> str:
     return "heldout" if name in HELDOUT_FAMILIES else "seen"
 
 
-def unique_examples(name: str, n: int, seed: int = 0) -> list[tuple[list[tuple[str, str]], str, int]]:
-    """`n` examples of family `name` with pairwise different conversations, deterministic per seed.
-
-    Raises ValueError when the family cannot yield `n` distinct ones (instead of repeating)."""
+def distinct_examples(name: str, n: int, seed: int = 0, max_draws: int | None = None
+                      ) -> list[tuple[list[tuple[str, str]], str, int]]:
+    """Up to `n` examples of family `name` with pairwise different conversations, in draw order,
+    deterministic per seed: the first k of a longer call are those of a shorter one. Stops after
+    `max_draws` draws in all (None: after 5,000 fruitless draws in a row, i.e. past the family's capacity)."""
     fam = FAMILIES[name]
     rng = Random(f"{seed}:flan:{name}")
     seen: set[str] = set()
     out = []
     attempts = stale = 0
-    while len(out) < n and stale < 5000:  # 5,000 fruitless draws in a row only happen past a family's capacity
+    while len(out) < n and stale < 5000 and (max_draws is None or attempts < max_draws):
         attempts += 1
         messages, answer, index = fam.example(rng)
         key = repr(messages)
@@ -65,7 +66,15 @@ def unique_examples(name: str, n: int, seed: int = 0) -> list[tuple[list[tuple[s
         stale = 0
         seen.add(key)
         out.append((messages, answer, index))
+    return out
+
+
+def unique_examples(name: str, n: int, seed: int = 0) -> list[tuple[list[tuple[str, str]], str, int]]:
+    """`n` examples of family `name` with pairwise different conversations, deterministic per seed.
+
+    Raises ValueError when the family cannot yield `n` distinct ones (instead of repeating)."""
+    out = distinct_examples(name, n, seed)
     if len(out) < n:
-        raise ValueError(f"flan family {name!r}: only {len(out)} distinct examples in {attempts} draws, {n} requested; "
+        raise ValueError(f"flan family {name!r}: only {len(out)} distinct examples found, {n} requested; "
                          f"fix: ask for at most {len(out)}")
     return out
