@@ -122,3 +122,15 @@ def test_the_older_suite_is_unchanged():
     assert r["task accuracy: seen families"].values["base"].value == 1.0
     assert r["task accuracy: held-out families"].values["base"].value == 1.0
     assert not any(n.startswith("task cluster:") for n in r)
+
+
+def test_a_cap_per_split(monkeypatch):
+    """max_task_examples_per_family as {split: cap}: the quickstart asks many held-out prompts, few seen ones."""
+    fake_flan_registry(monkeypatch)
+    report = evaluate_models({"base": Candidate(generator=Scripted(set()))}, task_suite="flan", perplexity=False,
+                             ifeval=False, max_task_examples_per_family={"seen": 1, "heldout": 5, "heldout_cluster": 2},
+                             progress=False)
+    r = rows(report)
+    assert r["task accuracy: seen families"].values["base"].n == 8 * 1
+    assert r["task accuracy: held-out families of trained clusters"].values["base"].n == 3 * 5
+    assert r["task accuracy: held-out clusters (never trained)"].values["base"].n == 2 * 2

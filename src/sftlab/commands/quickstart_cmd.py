@@ -13,11 +13,18 @@ import time
 from pathlib import Path
 
 
+# Eval prompts per family, by split: 9 held-out families x 16 = 144 (a 95% interval of about +-8 pp on the
+# question the quickstart answers: does tuning help on families it never trained?), 18 families of the
+# held-out clusters x 6 = 108, 66 seen families x 3 = 198: 450 prompts per model
+QUICKSTART_EVAL_PER_FAMILY = {"seen": 3, "heldout": 16, "heldout_cluster": 6}
+
+
 def register(sub) -> None:
     p = sub.add_parser("quickstart", help="tune the embedded SmolLM2 on the built-in tasks and compare base vs tuned (CPU, ~12 min on 2 cores)")
     p.add_argument("--out", default="runs/quickstart", help="output folder (model in OUT/final, report in OUT/report.html)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: from the quickstart config)")
-    p.add_argument("--eval-per-family", type=int, default=None, help="task examples per family to evaluate (default 8)")
+    p.add_argument("--eval-per-family", type=int, default=None, help="task examples per family to evaluate (default: 3 per seen family, 16 per held-out family, "
+                   "6 per family of a held-out cluster)")
     p.add_argument("--ifeval", action="store_true", help="also run the verifiable instruction-following prompts (slower)")
     p.add_argument("--overwrite", action="store_true", help="retrain from scratch even if OUT holds a run")
     p.add_argument("--vision", action="store_true", help="the two-stage LLaVA-style demo instead: SmolLM2 + a small vision tower "
@@ -39,7 +46,8 @@ def run(args) -> int:
         run_demo(out, overwrite=args.overwrite, stage2_steps=args.steps, eval_per_family=args.eval_per_family,
                  seed=args.seed)
         return 0
-    from sftlab.builtin.tasks import load_general_text, train_eval_split
+    from sftlab.builtin.flan.mixture import train_eval_split
+    from sftlab.builtin.general_text import load_general_text
     from sftlab.checkpoint import list_checkpoints
     from sftlab.config import load_config
     from sftlab.configs import quickstart_config_path
@@ -52,7 +60,7 @@ def run(args) -> int:
     overrides = [f"train.output_dir={args.out}"] + ([f"train.max_steps={args.steps}"] if args.steps else [])
     cfg = load_config(quickstart_config_path(), overrides)
     out = Path(cfg.train.output_dir)
-    print(f"sftlab quickstart: LoRA r={cfg.lora.r} on {cfg.model.name}, built-in task suite, {cfg.train.max_steps} steps -> {out}\n")
+    print(f"sftlab quickstart: LoRA r={cfg.lora.r} on {cfg.model.name}, built-in FLAN-style mixture, {cfg.train.max_steps} steps -> {out}\n")
 
     finished = (out / "final" / "adapter_config.json").exists()
     if finished and not args.overwrite:
@@ -73,12 +81,13 @@ def run(args) -> int:
     train_convs, eval_convs = train_eval_split(seed=0)
     report = evaluate_models(
         {"base": (base, tok), "tuned": (tuned, tok)},
-        # every 4th held-out conversation: 240 examples over all 24 families, ~13k tokens per model
-        eval_conversations=eval_convs[::4],
+        # every 16th eval conversation: 233 examples over all 93 families (response perplexity)
+        eval_conversations=eval_convs[::16],
         general_text=load_general_text(),
         task_eval=True,
+        task_suite="flan",
         ifeval=args.ifeval,
-        max_task_examples_per_family=args.eval_per_family or 8,
+        max_task_examples_per_family=args.eval_per_family or QUICKSTART_EVAL_PER_FAMILY,
         max_ifeval_prompts=30,
         ifeval_max_new_tokens=192,
         train_conversations=train_convs,

@@ -68,7 +68,7 @@ def evaluate_models(
     general_text: list[str] | None = None,
     task_eval: bool = True,
     ifeval: bool = True,
-    max_task_examples_per_family: int | None = None,
+    max_task_examples_per_family: int | dict[str, int] | None = None,
     max_ifeval_prompts: int | None = None,
     ifeval_prompts: list | None = None,
     batch_size: int = 16,
@@ -90,6 +90,8 @@ def evaluate_models(
     train_conversations: conversations or a data path; eval prompts sharing a word n-gram
         (decontam_ngram) with them are counted and listed.
     ifeval_prompts: IFEvalPrompt list (default: ifeval.load_prompts(), the built-in set).
+    max_task_examples_per_family: one cap for every family, or a cap per split ({"seen": 3, "heldout": 16,
+        "heldout_cluster": 6}; a split not named is not capped).
     task_suite: "tasks" (the 24-family suite's eval split) or "flan" (the FLAN-style mixture's eval set,
         sftlab.builtin.flan.mixture.build_eval, seed 0: accuracy by split, cluster and family); it is also
         the default response-perplexity data. trained_clusters (flan only): the clusters the tuned model
@@ -241,14 +243,17 @@ def _splits(convs: list[Conversation], suite: str, trained_clusters: list[str] |
     return ["seen" if f in seen else "held-out" if f in held else "" for f in families]
 
 
-def _task_set(max_per_family: int | None, max_new_tokens: int, report: EvalReport, suite: str = "tasks",
+def _task_set(max_per_family: int | dict[str, int] | None, max_new_tokens: int, report: EvalReport, suite: str = "tasks",
               trained_clusters: list[str] | None = None) -> GenerationSet:
+    """max_per_family: one cap for every family, or a cap per split meta value ({"seen": 3, "heldout": 16, ...};
+    a split it does not name is not capped)."""
     evaluation = suite_eval_set(suite)
     per_family: dict[str, int] = {}
     convs, capped = [], 0
     for c in evaluation:
         fam = str(c.meta.get("family", ""))
-        if max_per_family is not None and per_family.get(fam, 0) >= max_per_family:
+        cap = max_per_family.get(str(c.meta.get("split", ""))) if isinstance(max_per_family, dict) else max_per_family
+        if cap is not None and per_family.get(fam, 0) >= cap:
             capped += 1
             continue
         per_family[fam] = per_family.get(fam, 0) + 1
