@@ -263,6 +263,28 @@ def test_config_refuses_unknown_keys_and_inconsistent_knobs():
     assert FlanMixture(mixing="temperature", temperature=3.0).temperature == 3.0
 
 
+def test_pool_seed_keeps_the_eval_set_and_pools_while_seed_varies_the_mixture(registry):
+    """A replicate with another seed, evaluated on the seed-0 eval set: with pool_seed 0 it never trains
+    on a seed-0 eval example; without it (pools drawn with seed 1) it does (pick_colour has 80 examples)."""
+    eval0 = build_eval(FlanMixture(seed=0))
+    assert dump(build_eval(FlanMixture(seed=1, pool_seed=0))) == dump(eval0)
+    eval_turns = {tuple((m.role, m.content) for m in c.messages) for c in eval0}
+
+    def leaked(train):  # training conversations holding a whole eval example (its turns, consecutively)
+        n = 0
+        for c in train:
+            msgs = [(m.role, m.content) for m in c.messages if m.role != "system"]
+            n += any(tuple(msgs[i:i + k]) in eval_turns for k in (2, 4) for i in range(len(msgs) - k + 1))
+        return n
+
+    kept, _ = build_train(small(seed=1, pool_seed=0, budget=3000))
+    assert leaked(kept) == 0
+    assert leaked(build_train(small(seed=1, budget=3000))[0]) > 0
+    # the seed still changes the mixture: other draws from the same pools
+    assert dump(kept) != dump(build_train(small(seed=0, pool_seed=0, budget=3000))[0])
+    assert dump(build_train(small(seed=0, budget=3000))[0]) == dump(build_train(small(seed=0, pool_seed=0, budget=3000))[0])
+
+
 def test_a_family_too_small_for_its_eval_examples_says_how_to_fix(registry):
     with pytest.raises(ValueError, match="pick_colour.*fix: lower n_eval"):
         build_train(small(n_eval=79))

@@ -29,8 +29,6 @@ def compare(names: list[str], evals: dict[str, dict], baseline: str) -> tuple[li
     """Rows per variant (baseline first): seen / held-out / all accuracy and response loss with 95%
     CIs, and paired differences vs `baseline`. Also returns the merged EvalReport (per-family HTML)."""
     from sftlab.evaluate.bootstrap import mean_ci, paired_diff_ci, ratio_of_sums_ci, ratio_of_sums_diff_ci
-    from sftlab.evaluate.perplexity import ExampleLosses
-    from sftlab.evaluate.results import EvalReport, GenerationSet
 
     names = [baseline] + [n for n in names if n != baseline]
     ref = evals[baseline]
@@ -58,18 +56,30 @@ def compare(names: list[str], evals: dict[str, dict], baseline: str) -> tuple[li
             row["response_loss_diff"] = ratio_of_sums_diff_ci(base_loss, loss, nt).to_json()
         rows.append(row)
 
-    t = ref["tasks"]
+    return rows, merged_report(names, evals, ref["tasks"]["splits"])
+
+
+def merged_report(names: list[str], evals: dict[str, dict], splits: list[str], clusters: list[str] | None = None,
+                  settings: dict | None = None):
+    """One EvalReport of every variant's saved answers (names[0] is the baseline), for eval_report.html's
+    per-family (and per-cluster) rows with paired differences; `splits` labels the prompts for every model."""
+    from sftlab.evaluate.perplexity import ExampleLosses
+    from sftlab.evaluate.results import EvalReport, GenerationSet
+
+    t = evals[names[0]]["tasks"]
     gs = GenerationSet(name="tasks", ids=t["ids"], prompts=[[{"role": "user", "content": p}] for p in t["prompts"]],
-                       gold=t["gold"], groups=t["groups"], splits=t["splits"], max_new_tokens=t["max_new_tokens"])
-    report = EvalReport(models=names, settings={"baseline": baseline, "decoding": "greedy",
-                                                 "bootstrap": "percentile, 1000 resamples, seed 0, 95%; diffs paired on the same prompts"})
+                       gold=t["gold"], groups=t["groups"], splits=splits, max_new_tokens=t["max_new_tokens"],
+                       clusters=clusters or [])
+    report = EvalReport(models=names, settings={"baseline": names[0], "decoding": "greedy",
+                                                 "bootstrap": "percentile, 1000 resamples, seed 0, 95%; diffs paired on the same prompts",
+                                                 **(settings or {})})
     for n in names:
         gs.answers[n], gs.passed[n] = evals[n]["tasks"]["answers"], evals[n]["tasks"]["passed"]
         rl = evals[n]["response_loss"]
         report.perplexity[n] = {"response": ExampleLosses(rl["ids"], np.asarray(rl["loss_sums"]), np.asarray(rl["n_tokens"]),
                                                           rl["truncated"], rl["skipped"]), "general": None}
     report.tasks = gs
-    return rows, report
+    return report
 
 
 def _estimate(value: float | None, low: float | None, high: float | None, *, pct: bool, diff: bool) -> str:
@@ -164,17 +174,17 @@ def accuracy_figure(rows: list[dict]):
     return fig
 
 
-def write_reports(out: Path, blocks: list[Block], rows: list[dict], merged_eval) -> str:
-    """ablation.md, ablation.png, ablation.html and eval_report.html in `out`; returns the markdown."""
+def write_reports(out: Path, blocks: list[Block], figure, alt: str, merged_eval) -> str:
+    """ablation.md, ablation.png (the matplotlib `figure`), ablation.html and eval_report.html in `out`;
+    returns the markdown."""
     from sftlab.evaluate.html_report import write_report_html
     from sftlab.html_page import figure_png, img, write_page
 
     markdown = to_markdown(blocks)
     (out / "ablation.md").write_text(markdown, encoding="utf-8")
-    png = figure_png(accuracy_figure(rows))
+    png = figure_png(figure)
     (out / "ablation.png").write_bytes(base64.b64decode(png))
-    write_page(out / "ablation.html", "sftlab ablation",
-               to_html(blocks) + img(png, "held-out and seen accuracy per variant with 95% CIs"))
+    write_page(out / "ablation.html", "sftlab ablation", to_html(blocks) + img(png, alt))
     write_report_html(merged_eval, out / "eval_report.html")
     return markdown
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sftlab.ablate.config import AblationConfig, load_ablation_config, run_config, with_seed
-from sftlab.ablate.report import compare, composition_block, results_blocks, write_reports
-from sftlab.ablate.variants import VariantData, build_variants, composition
+from sftlab.ablate.config import FLAN_SPLIT_CAPS, AblationConfig, load_ablation_config, run_config, with_seed
+from sftlab.ablate.report import accuracy_figure, compare, composition_block, merged_report, results_blocks, write_reports
+from sftlab.ablate.variants import VariantData, build_variants, composition, probe_tokenizer
 from sftlab.atomic import atomic_write_json
 from sftlab.conversation import Conversation
 from sftlab.errors import SftlabError
@@ -25,10 +25,11 @@ class AblationResult:
     reused: list[str]
 
 
-def eval_conversations(every: int) -> list[Conversation]:
-    from sftlab.builtin.tasks import train_eval_split
+def eval_conversations(suite: str, every: int) -> list[Conversation]:
+    """Every k-th conversation of the suite's eval set (seed 0), for the response loss."""
+    from sftlab.evaluate.runner import suite_eval_set
 
-    return train_eval_split(seed=0)[1][::every]
+    return suite_eval_set(suite)[::every]
 
 
 def train_variant(cfg: AblationConfig, base: Path, vd: VariantData, vdir: Path, log=print) -> tuple[Path, bool]:
@@ -38,7 +39,7 @@ def train_variant(cfg: AblationConfig, base: Path, vd: VariantData, vdir: Path, 
 
     run_dir = vdir / "run"
     final = run_dir / "final"
-    rc = run_config(cfg, base, vd.path, run_dir)
+    rc = run_config(cfg, base, vd.path, run_dir, vd.train_seed)
     if (final / "config.json").exists() or (final / "adapter_config.json").exists():
         meta = json.loads((run_dir / "ablation_variant.json").read_text()) if (run_dir / "ablation_variant.json").exists() else {}
         now = {"data_fingerprint": vd.fingerprint, "config_fingerprint": rc.fingerprint()}
@@ -64,31 +65,33 @@ def eval_variant(cfg: AblationConfig, base: Path, vd: VariantData, final: Path, 
     """Per-prompt verdicts and per-conversation response losses, written to vdir/eval.json;
     (results, True if a saved evaluation of this same model and data was reused)."""
     from sftlab.evaluate.runner import evaluate_models
-    from sftlab.model import load_model, load_tokenizer
-    from sftlab.templates import apply_template
+    from sftlab.model import load_model
 
     path = vdir / "eval.json"
+    e = cfg.eval
+    # flan: the splits depend on the clusters this run trained (its other clusters are "untrained-cluster")
+    trained = list(vd.trained_clusters) if vd.trained_clusters is not None else None
+    settings = {**e.model_dump(), "task_suite": cfg.task_suite, "trained_clusters": trained}
     if path.exists():
         saved = json.loads(path.read_text())
-        if not retrained and saved.get("data_fingerprint") == vd.fingerprint and saved.get("eval_settings") == cfg.eval.model_dump():
+        if not retrained and saved.get("data_fingerprint") == vd.fingerprint and saved.get("eval_settings") == settings:
             log(f"[{vd.name}] reusing evaluation {path}")
             return saved, True
         log(f"[{vd.name}] {path} is from other data or eval settings: evaluating again")
-    rc = run_config(cfg, base, vd.path, vdir / "run")
-    tok = load_tokenizer(rc.model.name, trust_remote_code=rc.model.trust_remote_code)
-    apply_template(tok, rc.model.template, add_missing_tokens=rc.model.add_special_tokens)
+    rc = run_config(cfg, base, vd.path, vdir / "run", vd.train_seed)
+    tok = probe_tokenizer(rc)
     model = load_model(str(final), dtype=rc.model.dtype)
     t0 = time.time()
-    e = cfg.eval
-    report = evaluate_models({vd.name: (model, tok)}, eval_conversations=eval_conversations(e.response_loss_every),
+    report = evaluate_models({vd.name: (model, tok)}, eval_conversations=eval_conversations(cfg.task_suite, e.response_loss_every),
                              general_text=[], task_eval=True, ifeval=False,
                              max_task_examples_per_family=e.max_task_examples_per_family, batch_size=e.batch_size,
-                             task_max_new_tokens=e.task_max_new_tokens, progress=True)
+                             task_max_new_tokens=e.task_max_new_tokens, progress=True, task_suite=cfg.task_suite,
+                             trained_clusters=trained)
     gs, el = report.tasks, report.perplexity[vd.name]["response"]
     saved = {
-        "variant": vd.name, "data_fingerprint": vd.fingerprint, "eval_settings": e.model_dump(),
+        "variant": vd.name, "data_fingerprint": vd.fingerprint, "eval_settings": settings,
         "seconds": round(time.time() - t0, 1), "notes": report.notes,
-        "tasks": {"ids": gs.ids, "groups": gs.groups, "splits": gs.splits, "gold": gs.gold,
+        "tasks": {"ids": gs.ids, "groups": gs.groups, "splits": gs.splits, "clusters": gs.clusters, "gold": gs.gold,
                   "prompts": [p[-1]["content"] for p in gs.prompts],
                   "answers": gs.answers[vd.name], "passed": gs.passed[vd.name], "max_new_tokens": gs.max_new_tokens},
         "response_loss": {"ids": el.ids, "loss_sums": el.loss_sums.tolist(), "n_tokens": el.n_tokens.tolist(),
@@ -116,7 +119,7 @@ def run_ablation(config: str | Path, out: str | Path | None = None, *, steps: in
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     variants, size, pool_note = build_variants(cfg, base, out)
-    log(f"{len(variants)} variants of {size} examples each ({pool_note})")
+    log(f"{len(variants)} runs: {pool_note}" if cfg.task_suite == "flan" else f"{len(variants)} variants of {size} examples each ({pool_note})")
     evals, reused, seconds = {}, [], {}
     for vd in variants:
         vdir = out / "variants" / vd.name
@@ -127,12 +130,15 @@ def run_ablation(config: str | Path, out: str | Path | None = None, *, steps: in
             reused.append(vd.name)
         seconds[vd.name] = round(time.time() - t1, 1)
 
-    rows, merged = compare([v.name for v in variants], evals, cfg.baseline)
-    comps = {vd.name: composition(vd) for vd in variants}
     rc = run_config(cfg, base, variants[0].path, out / "variants" / variants[0].name / "run")
     recipe = (f"{rc.model.name}, " + (f"LoRA r={rc.lora.r} alpha={rc.lora.alpha}" if rc.lora.enabled else "full fine-tuning")
               + f", lr {rc.train.lr}, {rc.train.max_steps} steps x {rc.train.tokens_per_batch} tokens x "
-              f"{rc.train.grad_accum} accum, seed {rc.train.seed}")
+              f"{rc.train.grad_accum} accum, "
+              + ("train.seed = the run's seed" if variants[0].train_seed is not None else f"seed {rc.train.seed}"))
+    if cfg.task_suite == "flan":
+        return flan_report(cfg, out, variants, evals, recipe, reused, seconds, time.time() - t0)
+    rows, merged = compare([v.name for v in variants], evals, cfg.baseline)
+    comps = {vd.name: composition(vd) for vd in variants}
     n = rows[0]["n_prompts"]
     blocks = [
         ("h2", f"Ablation: {', '.join(v.name for v in variants)} (baseline `{cfg.baseline}`)"),
@@ -155,5 +161,54 @@ def run_ablation(config: str | Path, out: str | Path | None = None, *, steps: in
                                           "curate_blocks": vd.curate_stats, "seconds_this_invocation": seconds[vd.name]} for vd in variants},
                    "eval": cfg.eval.model_dump(), "reused": reused, "seconds_this_invocation": round(time.time() - t0, 1)}
     atomic_write_json(out / "ablation.json", result_json)
-    markdown = write_reports(out, blocks, rows, merged)
+    markdown = write_reports(out, blocks, accuracy_figure(rows), "held-out and seen accuracy per variant with 95% CIs", merged)
+    return AblationResult(out, rows, result_json, markdown, reused)
+
+
+def flan_report(cfg: AblationConfig, out: Path, variants: list[VariantData], evals: dict[str, dict], recipe: str,
+                reused: list[str], seconds: dict[str, float], elapsed: float) -> AblationResult:
+    """The flan ablation's report: the scaling table and plot (ablate.scaling), what each run trained,
+    eval_report.html with every run's per-cluster and per-family accuracy."""
+    from sftlab.ablate.scaling import scaling_blocks, scaling_figure, scaling_rows
+    from sftlab.builtin import flan
+    from sftlab.evaluate.runner import FLAN_SPLIT_LABELS
+
+    rows = scaling_rows(variants, evals, cfg.baseline)
+    mixes = {vd.name: vd.mix for vd in variants}
+    m0 = variants[0].mix
+    base_run = next(vd.name for vd in variants if vd.group == cfg.baseline)
+    t = evals[base_run]["tasks"]
+    e = cfg.eval
+    cap = e.max_task_examples_per_family
+    caps = str(cap)
+    if isinstance(cap, dict):  # a split it does not name is not capped
+        caps = ", ".join(f"{k} {cap.get(k, 'all')}" for k in FLAN_SPLIT_CAPS)
+    blocks = [
+        ("h2", f"Flan ablation: {', '.join(dict.fromkeys(vd.group for vd in variants))} (baseline `{cfg.baseline}`)"),
+        ("p", f"Every run trains on a FLAN mixture of the same budget: **{m0['budget']} {m0['budget_unit']}** (counted under "
+              f"the probe's tokenizer and chat template), drawn from the seen families of its clusters only; cluster order "
+              f"{cfg.flan.cluster_order if isinstance(cfg.flan.cluster_order, str) else list(cfg.flan.cluster_order)} "
+              f"(`first_clusters: k` takes the first k, so for one seed the subsets are nested).\n"
+              f"Same probe for every run: {recipe}.\n"
+              f"Same eval prompts for every run: the flan eval set (builtin:flan-eval), {len(t['ids'])} prompts "
+              f"({caps} per family, greedy, max {e.task_max_new_tokens} new tokens); "
+              f"response loss on {len(evals[base_run]['response_loss']['ids'])} of its conversations."),
+        *scaling_blocks(rows, cfg.baseline, mixes),
+        ("ul", [f"`{vd.name}`: {vd.note}" for vd in variants]),
+    ]
+    names = [base_run] + [vd.name for vd in variants if vd.name != base_run]
+    splits = [FLAN_SPLIT_LABELS[flan.split_of(f)] for f in t["groups"]]
+    merged = merged_report(names, evals, splits, t.get("clusters"), settings={
+        "splits": "seen / held-out rows use the registry's splits (a model trained on every trainable cluster); "
+                  "each run's own splits are in ablation.html"})
+    result_json = {"budget": m0["budget"], "budget_unit": m0["budget_unit"], "baseline": cfg.baseline, "recipe": recipe,
+                   "seeds": cfg.seeds, "cluster_order": cfg.flan.cluster_order, "rows": rows,
+                   "runs": {vd.name: {"variant": vd.group, "seed": vd.seed, "note": vd.note, "data": str(vd.path),
+                                      "fingerprint": vd.fingerprint, "mixture": vd.mix,
+                                      "seconds_this_invocation": seconds[vd.name]} for vd in variants},
+                   "eval": e.model_dump(), "reused": reused, "seconds_this_invocation": round(elapsed, 1)}
+    atomic_write_json(out / "ablation.json", result_json)
+    markdown = write_reports(out, blocks, scaling_figure(rows, cfg.baseline),
+                             "held-out-cluster accuracy vs number of training clusters, each seed and the mean with "
+                             "95% CIs; paired differences vs the baseline", merged)
     return AblationResult(out, rows, result_json, markdown, reused)

@@ -1,4 +1,5 @@
-"""The pool and every variant's training data, all of one size; what each variant trained on."""
+"""The pool and every variant's training data, all of one size (flan variants: one budget of their
+mixture, counted under the probe's tokenizer); what each variant trained on."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftlab.ablate.config import AblationConfig, resolve
+from sftlab.ablate.config import AblationConfig, flan_mixture, resolve, run_config, variant_runs
 from sftlab.builtin.noisy_pool import build_noisy_pool, noise_counts
 from sftlab.conversation import Conversation
 from sftlab.data.config import DataSourceConfig
@@ -23,6 +24,14 @@ class VariantData:
     conversations: list[Conversation]
     note: str
     curate_stats: list[dict] = field(default_factory=list)
+    group: str = ""  # the variant (a run's name is <variant>-s<seed> under seeds:)
+    seed: int | None = None  # flan: the run's seed (mixture draws, cluster order)
+    train_seed: int | None = None  # the probe's train.seed for this run (None: the recipe's)
+    trained_clusters: tuple[str, ...] | None = None  # flan: the clusters it trained, in cluster order
+    mix: dict[str, Any] = field(default_factory=dict)  # flan: what the mixture made, counted
+
+    def __post_init__(self):
+        self.group = self.group or self.name
 
     @property
     def fingerprint(self) -> str:
@@ -46,8 +55,51 @@ def build_pool(cfg: AblationConfig, base: Path, out: Path) -> tuple[list[Convers
     return pool, path, note
 
 
+def probe_tokenizer(rc):
+    """The probe's tokenizer with its chat template applied, as training and evaluation load it."""
+    from sftlab.model import load_tokenizer
+    from sftlab.templates import apply_template
+
+    tok = load_tokenizer(rc.model.name, trust_remote_code=rc.model.trust_remote_code)
+    apply_template(tok, rc.model.template, add_missing_tokens=rc.model.add_special_tokens)
+    return tok
+
+
+def build_flan_variants(cfg: AblationConfig, base: Path, out: Path) -> tuple[list[VariantData], int, str]:
+    """Every flan run's mixture, built with the probe's tokenizer (and train_on), so that a budget in
+    tokens or trained tokens is counted as the probe will see the data; all runs have one budget
+    (validated). Also writes variants/<run>/mixture.json (knobs and counts)."""
+    from sftlab.atomic import atomic_write_json
+    from sftlab.builtin.flan.mixture import build_train
+    from sftlab.data import save_conversations
+    from sftlab.render import Renderer
+
+    rc = run_config(cfg, base, out / "unused.jsonl", out / "unused")
+    renderer = Renderer(probe_tokenizer(rc), train_on=rc.data.train_on)
+    built = []
+    for run in variant_runs(cfg):
+        vdir = out / "variants" / run.name
+        vdir.mkdir(parents=True, exist_ok=True)
+        m = flan_mixture(cfg, run.variant)
+        convs, rep = build_train(m, renderer=renderer)
+        save_conversations(convs, vdir / "data.jsonl")
+        mix = {"clusters": list(rep.clusters), "seed": m.seed, "budget": m.budget, "budget_unit": m.budget_unit,
+               "used": rep.used, "conversations": rep.conversations, "graded": sum(rep.graded.values()),
+               "families": len(rep.sizes), "tokens": rep.tokens.tokens, "trained_tokens": rep.tokens.trained,
+               "repeated": rep.repeated, "layouts": dict(rep.layouts)}
+        atomic_write_json(vdir / "mixture.json", {"knobs": m.model_dump(), **mix, "summary": rep.summary()})
+        note = (f"flan mixture, seed {m.seed}: clusters {list(rep.clusters)}, {rep.conversations} "
+                f"conversations, {rep.used} of {m.budget} {m.budget_unit}")
+        built.append(VariantData(run.name, "flan", vdir / "data.jsonl", convs, note, group=run.group, seed=m.seed,
+                                 train_seed=run.train_seed, trained_clusters=tuple(rep.clusters), mix=mix))
+    m0 = built[0].mix
+    return built, m0["budget"], f"flan mixtures of {m0['budget']} {m0['budget_unit']} each (no pool)"
+
+
 def build_variants(cfg: AblationConfig, base: Path, out: Path) -> tuple[list[VariantData], int, str]:
-    """Every variant's training data, all of one size (the size_from variant's)."""
+    """Every variant's training data, all of one size (the size_from variant's; flan: the flan budget)."""
+    if cfg.task_suite == "flan":
+        return build_flan_variants(cfg, base, out)
     from sftlab.curate.config import CurateInput, load_curate_config
     from sftlab.curate.pipeline import run_pipeline
     from sftlab.curate.select import random_subset

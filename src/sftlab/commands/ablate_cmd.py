@@ -1,5 +1,6 @@
-"""`sftlab ablate CONFIG`: train the same probe on several data variants of one size and compare
-them on the same eval prompts (table with 95% CIs, paired differences vs a baseline, plot)."""
+"""`sftlab ablate CONFIG`: train the same probe on several data variants of one size (or FLAN mixtures of
+one budget) and compare them on the same eval prompts (table with 95% CIs, paired differences vs a
+baseline, plot; flan: the scaling curve over the number of training clusters)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="training steps per variant (default: the run config's max_steps)")
     p.add_argument("--eval-per-family", type=int, default=None, help="task prompts per family (default: the config's)")
     p.add_argument("--loss-every", type=int, default=None, help="response loss on every k-th eval conversation (default: the config's)")
-    p.add_argument("--seed", type=int, default=None, help="replicate with this train.seed and random-subset seed "
-                   "(pool and curation unchanged); give it its own --out")
+    p.add_argument("--seed", type=int, default=None, help="replicate with this train.seed and random-subset / flan "
+                   "mixture seed (pool and curation unchanged; a config with seeds: runs this seed only); give it its own --out")
     p.add_argument("--pooled", nargs="+", default=None, metavar="DIR",
                    help="do not train: pool the finished replicate folders DIR... (e.g. from --seed runs) and print the "
                         "paired differences vs the config's baseline, averaged over seeds, with 95%% CIs")
@@ -21,9 +22,14 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from sftlab.ablate import load_ablation_config, pooled_markdown, pooled_over_seeds, run_ablation
+    from sftlab.errors import SftlabError
 
     if args.pooled:
-        baseline = load_ablation_config(args.config)[0].baseline
+        cfg = load_ablation_config(args.config)[0]
+        if cfg.task_suite == "flan":
+            raise SftlabError("--pooled pools replicate folders of data ablations; a flan ablation pools its seeds itself "
+                              "(seeds: [0, 1] in its config, one folder)")
+        baseline = cfg.baseline
         print(pooled_markdown(pooled_over_seeds(args.pooled, baseline), args.pooled, baseline))
         return 0
 

@@ -9,6 +9,8 @@ family, cluster, split (flan.split_of), answer, template (index). It does not de
 knobs: a family's examples are drawn once, as one pool, from `Random(f"{seed}:flan:{family}")`; the
 FIRST n_eval of the pool evaluate and the rest is the family's training pool, so every variant of a
 mixture (other clusters, budget, mixing) is evaluated on the same prompts and never trains on them.
+(`pool_seed`, when set, is the seed of these family draws instead of `seed`: replicates with other
+seeds then keep the eval set and training pools of pool_seed and vary only the mixing draws.)
 
 Training (`build_train`): seen families of the trained clusters only (default: every cluster not in
 HELDOUT_CLUSTERS; `clusters:` a subset of them), never a held-out family or cluster.
@@ -83,6 +85,10 @@ class FlanMixture(Strict):
     """Knobs of the FLAN-style mixture (sftlab.builtin.flan.mixture). Unknown keys are errors."""
 
     seed: int = Field(0, description="every draw (examples, mixing, layouts) is deterministic per seed")
+    pool_seed: int | None = Field(
+        None, description="seed of the family draws alone (which examples evaluate, which form the training pools); "
+                          "None = seed. Replicates evaluated on one eval set (builtin:flan-eval is seed 0) keep it at "
+                          "that set's seed and vary seed, so no replicate trains on an eval example")
     n_eval: int = Field(40, ge=1, description="zero-shot evaluation examples per family (disjoint from training)")
     clusters: list[str] | None = Field(None, description="trained clusters; None = every cluster not held out")
     mixing: Literal["proportional", "temperature"] = Field(
@@ -153,7 +159,8 @@ def eval_split(name: str, trained: tuple[str, ...] | list[str] | None = None) ->
 
 def family_pool(name: str, cfg: FlanMixture) -> tuple[list[Example], list[Example]]:
     """(eval examples, training pool) of a family: one draw, the first n_eval evaluate."""
-    pool = flan.distinct_examples(name, cfg.n_eval + cfg.cap, cfg.seed, max_draws=SIZE_DRAWS * (cfg.n_eval + cfg.cap))
+    seed = cfg.seed if cfg.pool_seed is None else cfg.pool_seed
+    pool = flan.distinct_examples(name, cfg.n_eval + cfg.cap, seed, max_draws=SIZE_DRAWS * (cfg.n_eval + cfg.cap))
     if len(pool) < cfg.n_eval:
         raise ValueError(f"flan family {name!r}: only {len(pool)} distinct examples, n_eval={cfg.n_eval} needs more; "
                          f"fix: lower n_eval to at most {len(pool)} or widen the family's generator")
