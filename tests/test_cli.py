@@ -30,3 +30,23 @@ def test_config_reference_is_up_to_date():
 
     doc = Path(__file__).parent.parent / "docs" / "config.md"
     assert doc.read_text().strip() == reference_markdown().strip()
+
+
+def test_quickstart_long_is_the_quickstart_with_more_steps(capsys):
+    """The long recipe differs from the quickstart only where its comments say so (read as plain YAML, not
+    through sftlab's config loader), and --long with --vision is refused before anything loads."""
+    import yaml
+
+    from sftlab.config import load_config
+    from sftlab.configs import quickstart_config_path, shipped_config
+
+    short = yaml.safe_load(quickstart_config_path().read_text())
+    long = yaml.safe_load(shipped_config("quickstart-long").read_text())
+    assert {k: v for k, v in long["train"].items() if k not in ("max_steps", "output_dir", "save_every")} == \
+        {k: v for k, v in short["train"].items() if k not in ("max_steps", "output_dir", "save_every")}
+    assert {k: v for k, v in long.items() if k != "train"} == {k: v for k, v in short.items() if k != "train"}
+    assert long["train"]["max_steps"] == 4 * short["train"]["max_steps"]
+    assert load_config(shipped_config("quickstart-long")).train.output_dir == "runs/quickstart-long"
+    with pytest.raises(SystemExit) as e:
+        main(["quickstart", "--long", "--vision"])
+    assert "pick one" in str(e.value)
