@@ -37,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="retrain from scratch even if OUT holds a run")
     p.add_argument("--long", action="store_true", help="the stronger recipe: 4x the steps on the same mixture, scored above all on "
                    "the 3 held-out clusters (src/sftlab/configs/quickstart-long.yaml; default --out runs/quickstart-long; "
-                   "~40 min on 2 cores)")
+                   "~25 min on 2 cores)")
     p.add_argument("--vision", action="store_true", help="the two-stage LLaVA-style demo instead: SmolLM2 + a small vision tower "
                    "on procedurally drawn shapes, stage 1 only vs tuned on held-out images (default --out runs/vlm-quickstart; "
                    "--steps applies to stage 2; 11.5 min on 2 cores)")
