@@ -109,7 +109,7 @@ def _vs_plain(report: dict, names: list[str]) -> str:
                             ("held-out", lambda it: it["split"] != "seen")):
             rows = [it for it in items if keep(it)]
             e = paired_diff_ci([it["passed"]["plain"] for it in rows], [it["passed"][name] for it in rows])
-            star = " *" if e.low > 0 or e.high < 0 else ""
+            star = " *" if e.excludes_zero() else ""
             cells.append(f"{label} {100 * e.value:+.1f} [{100 * e.low:+.1f}, {100 * e.high:+.1f}]{star} (n={e.n})")
         lines.append(f"  {name:<9} " + "   ".join(cells))
     return "\n".join(lines)
