@@ -308,3 +308,28 @@ def test_qlora_tiny_run_trains_adapters_on_a_4bit_base(tmp_path):
     # the adapter loads onto the full-precision base (how QLoRA adapters are used and merged)
     tuned = load_model(str(result.final_dir))
     assert not any(type(m).__name__ == "Linear4bit" for m in tuned.modules())
+
+
+def test_merge_adapter_folds_lora_in_with_the_same_logits(tmp_path):
+    """Inference paths (eval, quickstart, chat, serve) load adapters merged; the merged plain model must give the
+    adapter model's logits, and the adapter must matter (random lora_B, not peft's zero init)."""
+    from sftlab.model import load_model, save_model
+
+    folder = make_model_folder(tmp_path)
+    torch.manual_seed(0)
+    adapted = add_lora(make_model(), r=4, alpha=8, dropout=0.0, target_modules="all-linear")
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    save_model(adapted, make_tokenizer(), tmp_path / "adapter", base_model=str(folder))
+    ids = torch.randint(0, 400, (2, 24))
+    separate = load_model(str(tmp_path / "adapter")).eval()
+    merged = load_model(str(tmp_path / "adapter"), merge_adapter=True).eval()
+    base = load_model(str(folder)).eval()
+    assert any(isinstance(m, LoraLinear) for m in separate.modules())
+    assert not any(isinstance(m, LoraLinear) for m in merged.modules())
+    with torch.no_grad():
+        a, b, c = separate(ids).logits, merged(ids).logits, base(ids).logits
+    assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    assert (a - c).abs().max() > 1e-2

@@ -772,13 +772,13 @@ def build_app(model_name: str, api_key: str | None = None, default_max_tokens: i
     if is_vlm(model_name):
         from sftlab.multimodal.use import load_vlm_model
 
-        model, processor = load_vlm_model(model_name)
+        model, processor = load_vlm_model(model_name, merge_adapter=True)
         tokenizer = processor.tokenizer
     else:
         from sftlab.model import load_model, load_tokenizer
 
         tokenizer = load_tokenizer(model_name)
-        model = load_model(model_name)
+        model = load_model(model_name, merge_adapter=True)  # serving only: LoRA folded in, faster decoding
     model.eval()
     engine = ChatEngine(model, tokenizer, model_name, default_max_tokens, max_waiting, queue_timeout_s, processor=processor,
                         allow_local_images=allow_local_images, allow_remote_images=allow_remote_images, max_images=max_images)

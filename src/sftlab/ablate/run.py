@@ -80,7 +80,7 @@ def eval_variant(cfg: AblationConfig, base: Path, vd: VariantData, final: Path, 
         log(f"[{vd.name}] {path} is from other data or eval settings: evaluating again")
     rc = run_config(cfg, base, vd.path, vdir / "run", vd.train_seed)
     tok = probe_tokenizer(rc)
-    model = load_model(str(final), dtype=rc.model.dtype)
+    model = load_model(str(final), dtype=rc.model.dtype, merge_adapter=True)
     t0 = time.time()
     report = evaluate_models({vd.name: (model, tok)}, eval_conversations=eval_conversations(cfg.task_suite, e.response_loss_every),
                              general_text=[], task_eval=True, ifeval=False,

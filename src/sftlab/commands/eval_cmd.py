@@ -53,7 +53,7 @@ def run(args) -> int:
             from sftlab.model import load_model, load_tokenizer
 
             print(f"loading {label}: {name}", flush=True)
-            model, tok = load_model(name), load_tokenizer(name)
+            model, tok = load_model(name, merge_adapter=True), load_tokenizer(name)
         if args.endpoint:
             gen = EndpointGenerator(args.endpoint, name, args.api_key, concurrency=args.endpoint_concurrency, timeout_s=args.endpoint_timeout)
         models[label] = Candidate(model=model, tokenizer=tok, generator=gen)

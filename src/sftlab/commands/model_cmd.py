@@ -84,13 +84,13 @@ def run_chat(args, stdin=None, stdout=None) -> int:
         from sftlab.multimodal.use import load_vlm_model
         from sftlab.multimodal.vision import VisionInputs
 
-        model, processor = load_vlm_model(args.model)
+        model, processor = load_vlm_model(args.model, merge_adapter=True)
         tok, vision = processor.tokenizer, VisionInputs(processor)
     else:
         from sftlab.model import load_model, load_tokenizer
 
         tok = load_tokenizer(args.model)
-        model = load_model(args.model)
+        model = load_model(args.model, merge_adapter=True)  # chat only: LoRA folded in, faster decoding
     model.eval()
     pending = list(getattr(args, "image", None) or [])  # images for the next user message
     if pending and vision is None:

@@ -69,7 +69,9 @@ def run(args) -> int:
     from sftlab.model import load_model, load_tokenizer
     from sftlab.train import train
 
-    t0 = time.time()
+    from sftlab.speed.host_steal import StealMeter
+
+    t0, steal = time.time(), StealMeter()
     out_dir = "runs/quickstart-long" if args.long and args.out == "runs/quickstart" else args.out
     overrides = [f"train.output_dir={out_dir}"] + ([f"train.max_steps={args.steps}"] if args.steps else [])
     cfg = load_config(shipped_config("quickstart-long") if args.long else quickstart_config_path(), overrides)
@@ -92,7 +94,7 @@ def run(args) -> int:
     print("\n[2/2] evaluating base vs tuned (generation on CPU takes a few minutes)")
     tok = load_tokenizer(cfg.model.name)
     base = load_model(cfg.model.name)
-    tuned = load_model(str(out / "final"))
+    tuned = load_model(str(out / "final"), merge_adapter=True)  # inference only: LoRA folded in
     train_convs, eval_convs = train_eval_split(seed=0)
     report = evaluate_models(
         {"base": (base, tok), "tuned": (tuned, tok)},
@@ -121,7 +123,7 @@ def run(args) -> int:
     print(outcome_tally(items, base_name, tuned_name))
     print(format_picks(items, pick_side_by_side(items, base_name, tuned_name)))
     total = time.time() - t0
-    print(f"\nwall time: {total / 60:.1f} min (training {t_train / 60:.1f} min)")
+    print(f"\nwall time: {total / 60:.1f} min (training {t_train / 60:.1f} min){steal.note()}")
     print(f"report: {report_html.resolve()}")
     print(f"chat with the tuned model: sftlab chat {out / 'final'}")
     return 0

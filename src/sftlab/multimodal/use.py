@@ -69,7 +69,8 @@ def is_vlm(name: str) -> bool:
     return base_folder is not None and is_vlm_folder(base_folder)
 
 
-def load_vlm_model(name: str, *, dtype: str = "float32", attn_implementation: str = "sdpa", trust_remote_code: bool = False):
+def load_vlm_model(name: str, *, dtype: str = "float32", attn_implementation: str = "sdpa", trust_remote_code: bool = False,
+                   merge_adapter: bool = False):
     """(model, processor) of a VLM folder, or of a LoRA adapter folder on one (a PeftModel on the base
     loaded through AutoModelForImageTextToText). The processor is the folder's own (a stage-2 `final/`
     holds one), else the base's. Its tokenizer gets a pad token (eos) when it has none."""
@@ -80,7 +81,8 @@ def load_vlm_model(name: str, *, dtype: str = "float32", attn_implementation: st
         raise ModelLoadError(f"{name} is not a vision-language model folder (its config.json has no vision_config) "
                              "nor a LoRA adapter on one")
     folder = _folder_of(name)
-    model = load_model(name, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
+    model = load_model(name, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
+                       merge_adapter=merge_adapter)
     has_processor = any((folder / f).is_file() for f in ("processor_config.json", "preprocessor_config.json"))
     proc_from = str(folder) if has_processor or adapter_base(name) is None else adapter_base(name)
     processor = load_processor(proc_from, trust_remote_code=trust_remote_code)
