@@ -275,7 +275,8 @@ def load_model(name: str, *, dtype: str = "float32", attn_implementation: str = 
     `load_in_4bit`: the linear layers quantised to 4-bit NF4 with double quantisation (QLoRA's base;
     bitsandbytes), computing in `dtype`; the embeddings, norms and lm_head stay in `dtype`.
     `merge_adapter`: an adapter folder comes back with its LoRA weights folded into the base (a plain model, for
-    inference only): r=16 on every linear layer made the unmerged SmolLM2-135M's evaluation ~30% slower on CPU."""
+    inference only). The quickstart's adapter (r=16 on every linear layer of SmolLM2-135M), 2 CPU cores: 96 greedy
+    answers 1.10x and 1.57x faster merged in two runs (a noisy host), a 1024-token forward 1.14x; the same 96 answers."""
     import torch
     from transformers import AutoModelForCausalLM
 
