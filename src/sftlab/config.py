@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from sftlab.configbase import Strict
 from sftlab.data.config import DataSourceConfig, ReplayConfig
@@ -125,7 +125,13 @@ class TrainConfig(Strict):
     max_nonfinite_steps: int = Field(3, ge=1, description="stop after this many non-finite losses in a row")
     gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward: less memory, ~1 extra forward of compute")
     compile: bool = Field(False, description="torch.compile the model for training; if compiling fails the run warns and continues uncompiled")
-    autocast: Literal["off", "bf16"] = Field("off", description="run the training forward under bf16 autocast (CPU or GPU); weights and optimizer stay in model.dtype")
+    autocast: Literal["off", "bf16", "auto"] = Field("off", description="run the training forward under bf16 autocast (CPU or GPU); weights and optimizer stay in model.dtype. auto = bf16 where it is measured faster: on CPU when a model-shaped bf16 product is >= 1.5x the fp32 one (CPUs with AMX: full fine-tuning steps of SmolLM2-135M 1.88x faster, but its LoRA steps 0.84x, slower; without bf16 instructions ~11x slower), on CUDA when the GPU supports bf16; the choice is recorded in checkpoints and kept on resume")
+
+    @field_validator("autocast", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        # YAML 1.1 reads a bare `off` (in a file or `train.autocast=off` on the command line) as false
+        return "off" if v is False else v
     kl_to_base: KLToBaseConfig = Field(KLToBaseConfig(), description="KL pull toward the base model, a forgetting control (keys: train.kl_to_base below)")
     neftune_alpha: float | None = Field(None, ge=0, description="NEFTune: uniform noise of bound alpha/sqrt(L*d) added to the input embeddings in training forwards only (L = tokens of the example, d = hidden size; never at eval or generation); the paper uses 5-15; null or 0 = off (docs/training.md)")
     speed: SpeedConfig = Field(SpeedConfig(), description="fast paths with the same math as the plain loop, not part of the fingerprint (keys: train.speed below)")

@@ -83,7 +83,8 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
     if start.finished:
         return finished_result(out, start.step)
     with (tracking.trackers(accelerator, cfg.train.report_to, out, run.meta["config"]),
-          speed.enabled(run.eager_model, cfg.train.speed, accelerator.device, recorded=start.kernels, log=run.log) as fast):
+          speed.enabled(run.eager_model, cfg.train.speed, accelerator.device, recorded=start.kernels,
+                        autocast=cfg.train.autocast, log=run.log) as fast):
         run.meta["speed"] = fast.kernels  # saved with every checkpoint: a resumed run computes with the same kernels
         outcome = loop(run, start, fast)
         if not outcome.stopped_early:
@@ -315,7 +316,7 @@ def loop(run: Run, start: Start, fast: speed.Speed) -> Outcome:
             if run.kl is not None:
                 run.kl.reset()
             try:
-                step_loss, n_step, _ = accumulate_gradients(model, batches, acc, loss_fn=loss_fn, autocast=tc.autocast)
+                step_loss, n_step, _ = accumulate_gradients(model, batches, acc, loss_fn=loss_fn, autocast=fast.autocast)
             except Exception as e:  # noqa: BLE001 - only a compiled model is retried; eager errors propagate
                 if model is run.eager_model:
                     raise
@@ -328,7 +329,7 @@ def loop(run: Run, start: Start, fast: speed.Speed) -> Outcome:
                 model = run.eager_model
                 if run.kl is not None:
                     run.kl.reset()
-                step_loss, n_step, _ = accumulate_gradients(model, batches, acc, loss_fn=loss_fn, autocast=tc.autocast)
+                step_loss, n_step, _ = accumulate_gradients(model, batches, acc, loss_fn=loss_fn, autocast=fast.autocast)
             if not math.isfinite(step_loss):
                 run.optimizer.zero_grad(set_to_none=True)
                 nonfinite_in_a_row += 1

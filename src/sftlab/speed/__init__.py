@@ -10,6 +10,7 @@ rounding, has a plain fallback, and an equivalence test:
 | `packed_attention` | packed_attention.py | sdpa per packed example (tests/test_packed_attention.py) |
 | `cpu_matmul` | cpu_blas.py | CPU fp32 products through numpy's OpenBLAS (tests/test_cpu_blas.py) |
 | `loss_chunk_tokens` | chunked_loss.py | lm_head + cross-entropy in chunks (tests/test_train_techniques.py) |
+| `train.autocast: auto` | cpu_bf16.py | bf16 autocast where this CPU's bf16 products are >= 1.5x faster (AMX) |
 
 The training recipe knows only `enabled()`:
 
@@ -51,11 +52,14 @@ class Speed:
     """What `enabled()` hands the loop: the loss function to use and the kernel choices made."""
 
     loss: Callable  # (model, batch) -> (summed loss over trained tokens, trained tokens)
-    kernels: dict = field(default_factory=dict)  # CPU runs: {"cpu_matmul": "openblas" | "torch"}; saved in checkpoints, reused on resume
+    # CPU runs: {"cpu_matmul": "openblas" | "torch"}, and {"autocast": "bf16" | "off"} when train.autocast is auto;
+    # saved in checkpoints, reused on resume
+    kernels: dict = field(default_factory=dict)
+    autocast: str = "off"  # the training forward's autocast: "bf16" or "off" (train.autocast, auto resolved)
 
 
 @contextlib.contextmanager
-def enabled(model, cfg, device, *, recorded: dict | None = None, log=print):
+def enabled(model, cfg, device, *, recorded: dict | None = None, autocast: str = "off", log=print):
     """Inside the block the model runs with the fast paths `cfg` (a config.SpeedConfig) turns on.
     Wrap the whole loop (forward AND backward: gradient checkpointing re-runs the forward inside the
     backward) and the final evaluation. Attention and BLAS routing are restored on exit; fused
@@ -63,7 +67,8 @@ def enabled(model, cfg, device, *, recorded: dict | None = None, log=print):
     switch them back).
 
     `recorded`: the `kernels` of the checkpoint a run resumes from; `cpu_matmul: auto` then reuses
-    that choice instead of timing again, so a resumed run computes with the kernels it started with."""
+    that choice instead of timing again, so a resumed run computes with the kernels it started with; so does
+    `autocast` ("off", "bf16" or "auto": train.autocast)."""
     from accelerate.utils import extract_model_from_parallel
 
     from sftlab.loss import summed_loss
@@ -79,8 +84,27 @@ def enabled(model, cfg, device, *, recorded: dict | None = None, log=print):
         fuse_lora_layers(base)
     if cfg.fused_mlp:
         fuse_mlp_layers(base)
+    cast = autocast_choice(autocast, base, device, recorded, log)
+    kernels = {"cpu_matmul": "openblas" if use_blas else "torch"} if device.type == "cpu" else {}
+    if autocast == "auto":
+        kernels["autocast"] = cast
     with cpu_blas.blas_matmuls(use_blas), packed_attention(base, cfg.packed_attention):
-        yield Speed(loss, {"cpu_matmul": "openblas" if use_blas else "torch"} if device.type == "cpu" else {})
+        yield Speed(loss, kernels, cast)
+
+
+def autocast_choice(mode: str, model, device, recorded: dict | None, log=print) -> str:
+    """"bf16" or "off" for train.autocast = mode; `auto` reuses a recorded choice (resume) or times it (cpu_bf16.py)."""
+    from sftlab.speed import cpu_bf16
+
+    before = (recorded or {}).get("autocast")
+    if mode == "auto" and before in ("bf16", "off"):
+        log(f"autocast: {before} (chosen at the run's start, recorded in the checkpoint; train.autocast: auto does not "
+            "time again on resume)")
+        return before
+    cast, why = cpu_bf16.decide(mode, model, device)
+    if mode == "auto":
+        log(f"autocast: {cast} ({why})")
+    return cast
 
 
 def cpu_matmul_choice(mode: str, model, device, recorded: dict | None, log=print) -> bool:
