@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sftlab.speed import host_steal
-from sftlab.speed.host_steal import StealMeter
+from sftlab import host_steal
+from sftlab.host_steal import StealMeter
 
 
 def _stat(steal: int, other: int) -> str:

@@ -69,7 +69,7 @@ def run(args) -> int:
     from sftlab.model import load_model, load_tokenizer
     from sftlab.train import train
 
-    from sftlab.speed.host_steal import StealMeter
+    from sftlab.host_steal import StealMeter
 
     t0, steal = time.time(), StealMeter()
     out_dir = "runs/quickstart-long" if args.long and args.out == "runs/quickstart" else args.out

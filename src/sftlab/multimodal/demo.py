@@ -44,7 +44,7 @@ def run_demo(out: str | Path = "runs/vlm-quickstart", *, overwrite: bool = False
     from sftlab.multimodal.evaluate import evaluate_vision, write_report
     from sftlab.multimodal.use import load_vlm_model
 
-    from sftlab.speed.host_steal import StealMeter
+    from sftlab.host_steal import StealMeter
 
     out = Path(out)
     t0, steal = time.time(), StealMeter()

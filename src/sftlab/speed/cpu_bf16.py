@@ -20,6 +20,8 @@ import time
 
 import torch
 
+from sftlab.speed import cpu_blas
+
 # a step is more than products (elementwise ops, casts, the fp32 loss): a 5x faster raw product gave a 1.9x faster
 # step. This calibration (casts included) measured 2.2-3.1x on the AMX machine in 7 runs; a CPU without bf16
 # instructions is far below 1x. 1.5x leaves room for noise on one side and a CPU with slow bf16 on the other.
@@ -65,12 +67,7 @@ def choose(hidden: int, intermediate: int, tokens: int = 1024, repeats: int = 8)
             torch.nn.functional.linear(y, w.t())
             return time.perf_counter() - t
 
-    best = {False: float("inf"), True: float("inf")}
-    for rep in range(repeats + 1):
-        for bf16 in (False, True) if rep % 2 else (True, False):
-            dt = once(bf16)
-            if rep:  # the first pair warms both paths up (oneDNN primitive creation, page faults)
-                best[bf16] = min(best[bf16], dt)
+    best = cpu_blas.best_of_alternated(once, repeats)
     f32, b16 = (4 * tokens * hidden * intermediate / best[k] / 1e9 for k in (False, True))
     use = b16 >= MIN_SPEEDUP * f32
     reason = (f"train.autocast: auto, bf16 {b16:.0f} vs fp32 {f32:.0f} GFLOP/s at [{tokens}x{hidden}]x[{hidden}x{intermediate}] "

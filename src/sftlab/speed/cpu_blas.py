@@ -198,16 +198,9 @@ def choose(hidden: int, intermediate: int, tokens: int = 512, repeats: int = 10)
         torch.nn.functional.silu(x)
         return time.perf_counter() - t
 
-    # alternated, best of each: on a shared machine a burst of load then hits both sides alike
-    # (timed back to back, a burst during one side's timings flipped the choice in 3 of 10 runs)
-    best = {False: float("inf"), True: float("inf")}
     _start(torch.get_num_threads())
     try:
-        for rep in range(repeats + 1):
-            for use_blas in (False, True) if rep % 2 else (True, False):
-                dt = once(use_blas)
-                if rep:  # the first pair warms up both paths (thread pools, page faults)
-                    best[use_blas] = min(best[use_blas], dt)
+        best = best_of_alternated(once, repeats)
     finally:
         _stop()
     t_torch, t_blas = (4 * tokens * hidden * intermediate / best[k] / 1e9 for k in (False, True))
@@ -217,6 +210,20 @@ def choose(hidden: int, intermediate: int, tokens: int = 512, repeats: int = 10)
               f" and back, needs {MIN_SPEEDUP:.2f}x; {env}")
     _choice = {"use": use, "torch_gflops": round(t_torch, 1), "openblas_gflops": round(t_blas, 1), "reason": reason}
     return _choice
+
+
+def best_of_alternated(once, repeats: int) -> dict[bool, float]:
+    """{False: best seconds of once(False), True: best of once(True)} over `repeats` alternated pairs, after one
+    warm-up pair (thread pools, page faults, oneDNN primitive creation). Alternated, best of each: on a shared
+    machine a burst of load then hits both sides alike (timed back to back, a burst during one side's timings
+    flipped cpu_matmul's choice in 3 of 10 runs)."""
+    best = {False: float("inf"), True: float("inf")}
+    for rep in range(repeats + 1):
+        for flag in (False, True) if rep % 2 else (True, False):
+            dt = once(flag)
+            if rep:
+                best[flag] = min(best[flag], dt)
+    return best
 
 
 def _unavailable() -> str | None:
