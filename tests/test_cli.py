@@ -45,7 +45,7 @@ def test_quickstart_long_is_the_quickstart_with_more_steps(capsys):
     assert {k: v for k, v in long["train"].items() if k not in ("max_steps", "output_dir", "save_every")} == \
         {k: v for k, v in short["train"].items() if k not in ("max_steps", "output_dir", "save_every")}
     assert {k: v for k, v in long.items() if k != "train"} == {k: v for k, v in short.items() if k != "train"}
-    assert long["train"]["max_steps"] == 4 * short["train"]["max_steps"]
+    assert long["train"]["max_steps"] >= 4 * short["train"]["max_steps"]  # the stronger recipe: the same, longer
     assert load_config(shipped_config("quickstart-long")).train.output_dir == "runs/quickstart-long"
     with pytest.raises(SystemExit) as e:
         main(["quickstart", "--long", "--vision"])

@@ -151,14 +151,14 @@ class MultimodalConfig(Strict):
     LLaVA is assembled from it, model.name (the language model) and a fresh projector; without it,
     model.name must already be a vision-language model (e.g. a stage-1 output folder)."""
 
-    vision_encoder: str | None = Field(None, description="builtin:tiny-siglip, or a CLIP/SigLIP hub id or folder; null = model.name is already a vision-language model")
-    image_size: int = Field(48, ge=8, description="builtin:tiny-siglip only: input size in pixels")
-    patch_size: int = Field(16, ge=1, description="builtin:tiny-siglip only: patch size (image tokens = (image_size / patch_size)^2)")
+    vision_encoder: str | None = Field(None, description="builtin:tiny-siglip-shapes (pretrained here on the built-in shapes), builtin:tiny-siglip (random weights), or a CLIP/SigLIP hub id or folder; null = model.name is already a vision-language model")
+    image_size: int = Field(48, ge=8, description="built-in towers only: input size in pixels")
+    patch_size: int = Field(16, ge=1, description="built-in towers only: patch size (image tokens = (image_size / patch_size)^2)")
     feature_layer: int = Field(-1, description="vision tower layer whose features the projector reads (LLaVA-1.5: -2)")
     trainable: list[Literal["projector", "language_model", "vision_tower"]] = Field(
         ["projector", "language_model"], min_length=1,
         description="what trains: stage 1 (feature alignment) = [projector]; stage 2 = [projector, language_model] (LoRA on the language model when lora.enabled); add vision_tower to unfreeze the encoder")
-    seed: int = Field(0, description="seed of a new LLaVA's fresh weights (projector; the built-in tower)")
+    seed: int = Field(0, description="seed of a new LLaVA's fresh weights (projector; the built-in towers: init, and the shapes pretraining)")
     projector_lr: float | None = Field(None, gt=0, description="peak learning rate of the projector's weights (LLaVA's mm_projector_lr); null = train.lr. Same warmup and decay as train.lr")
 
 

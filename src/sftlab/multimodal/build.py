@@ -9,8 +9,10 @@ parts ({"type": "image"} -> `<image>`), so the saved folder works in plain trans
 (`AutoProcessor`, `AutoModelForImageTextToText`, `pipeline("image-text-to-text")`).
 
 Encoders: `builtin:tiny-siglip` is a small SigLIP vision tower built here from a config with seeded
-random weights — no pretrained vision weights can be downloaded on the machines this runs on, so the
-built-in demo trains on procedurally drawn images with it (docs/multimodal.md says what that means).
+random weights; `builtin:tiny-siglip-shapes` is the same tower pretrained here, before the LLaVA is
+built, to name the colour and shape in each cell of the built-in shapes scenes (multimodal/shapes_tower.py:
+the stand-in for CLIP pretraining, since no pretrained vision weights can be downloaded on the machines
+this runs on; the built-in demo uses it, docs/multimodal.md says what that means).
 A hub id or local folder of a CLIP or SigLIP model (full or vision-only) loads its pretrained vision
 tower and image processor (safetensors only), e.g. google/siglip-base-patch16-224.
 """
@@ -27,6 +29,8 @@ from sftlab.conversation import IMAGE_PLACEHOLDER
 from sftlab.errors import ModelLoadError
 
 BUILTIN_ENCODER = "builtin:tiny-siglip"
+SHAPES_ENCODER = "builtin:tiny-siglip-shapes"
+BUILTIN_ENCODERS = (BUILTIN_ENCODER, SHAPES_ENCODER)
 # The built-in tower: 2 layers of width 192 (1.0M parameters); 16 px patches, so a 48 px image of the
 # built-in 3x3-grid scenes is 9 image tokens, one per grid cell.
 TINY_SIGLIP = dict(hidden_size=192, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4)
@@ -70,7 +74,7 @@ def encoder_parts(name: str, image_size: int, patch_size: int):
     """(vision config, image processor, has a CLS token) of encoder `name` — no weights loaded."""
     from transformers import AutoConfig, AutoImageProcessor, SiglipImageProcessor, SiglipVisionConfig
 
-    if name == BUILTIN_ENCODER:
+    if name in BUILTIN_ENCODERS:
         config = SiglipVisionConfig(image_size=image_size, patch_size=patch_size, **TINY_SIGLIP)
         processor = SiglipImageProcessor(size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3,
                                          image_std=[0.5] * 3, resample=3)
@@ -89,13 +93,19 @@ def encoder_parts(name: str, image_size: int, patch_size: int):
     return config, processor, config.model_type == "clip_vision_model"
 
 
-_ENCODER_FIX = "give a CLIP or SigLIP model (hub id or folder with safetensors), or builtin:tiny-siglip"
+_ENCODER_FIX = ("give a CLIP or SigLIP model (hub id or folder with safetensors), builtin:tiny-siglip-shapes "
+                "or builtin:tiny-siglip")
 
 
-def encoder_weights(name: str, config, seed: int) -> dict:
-    """The vision tower's weights: pretrained (safetensors), or seeded random for the built-in tower."""
+def encoder_weights(name: str, config, seed: int, feature_layer: int = -1, log=print) -> dict:
+    """The vision tower's weights: pretrained (safetensors), pretrained here on the built-in shapes
+    (cached), or seeded random for the plain built-in tower."""
     from transformers import CLIPVisionModel, SiglipVisionModel
 
+    if name == SHAPES_ENCODER:
+        from sftlab.multimodal.shapes_tower import pretrained_shapes_tower
+
+        return pretrained_shapes_tower(config, seed=seed, feature_layer=feature_layer, log=log)
     if name == BUILTIN_ENCODER:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -138,7 +148,7 @@ def build_llava(lm, processor, *, encoder: str, image_size: int, patch_size: int
         torch.manual_seed(seed + 1)
         model = LlavaForConditionalGeneration(config)
     model.model.language_model.load_state_dict(lm.model.state_dict())
-    model.model.vision_tower.load_state_dict(encoder_weights(encoder, vcfg, seed))
+    model.model.vision_tower.load_state_dict(encoder_weights(encoder, vcfg, seed, feature_layer))
     if config.tie_word_embeddings:
         model.tie_weights()
     else:
