@@ -50,3 +50,37 @@ def test_quickstart_long_is_the_quickstart_with_more_steps(capsys):
     with pytest.raises(SystemExit) as e:
         main(["quickstart", "--long", "--vision"])
     assert "pick one" in str(e.value)
+
+
+def test_quickstart_vision_encoder_reaches_stage_one_only(monkeypatch):
+    """--vision-encoder becomes stage 1's multimodal.vision_encoder (stage 2 starts from stage 1's model);
+    without --vision it is refused."""
+    import sftlab.multimodal.demo as demo
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: seen.update(kw, out=out))
+    assert main(["quickstart", "--vision", "--vision-encoder", "builtin:tiny-siglip-shapes", "--seed", "2"]) == 0
+    assert seen["stage1_overrides"] == ["multimodal.vision_encoder=builtin:tiny-siglip-shapes"]
+    assert seen["seed"] == 2 and seen["out"] == "runs/vlm-quickstart" and "stage2_overrides" not in seen
+    seen.clear()
+    assert main(["quickstart", "--vision"]) == 0 and seen["stage1_overrides"] == []
+    with pytest.raises(SystemExit) as e:
+        main(["quickstart", "--vision-encoder", "builtin:tiny-siglip-shapes"])
+    assert "--vision only" in str(e.value)
+
+
+def test_quickstart_seed_is_the_training_seed(monkeypatch, tmp_path):
+    """--seed on the text quickstart becomes train.seed (another independent run of the same recipe)."""
+    import sftlab.train
+
+    got = []
+
+    def fake_train(cfg, **kw):
+        got.append(cfg)
+        raise SystemExit("stop here")
+
+    monkeypatch.setattr(sftlab.train, "train", fake_train)
+    for argv, seed in ((["--seed", "2"], 2), ([], 0)):
+        with pytest.raises(SystemExit, match="stop here"):
+            main(["quickstart", "--out", str(tmp_path / f"q{seed}"), *argv])
+    assert [c.train.seed for c in got] == [2, 0]

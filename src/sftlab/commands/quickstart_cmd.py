@@ -42,15 +42,17 @@ def register(sub) -> None:
     p.add_argument("--vision", action="store_true", help="the two-stage LLaVA-style demo instead: SmolLM2 + a small vision tower "
                    "on procedurally drawn shapes, stage 1 only vs tuned on held-out images (default --out runs/vlm-quickstart; "
                    "--steps applies to stage 2; 11.5 min on 2 cores)")
-    p.add_argument("--seed", type=int, default=0, help="--vision: seed of both stages and of the new model's fresh weights "
-                   "(another seed = another independent run)")
+    p.add_argument("--vision-encoder", default=None, help="--vision: the stage-1 vision tower instead of the config's "
+                   "builtin:tiny-siglip (random, frozen), e.g. builtin:tiny-siglip-shapes (pretrained here on the shapes; docs/multimodal.md)")
+    p.add_argument("--seed", type=int, default=None, help="training seed (another seed = another independent run of the same "
+                   "recipe): train.seed (data order, LoRA init; default: the config's, 0); with --vision, both stages' and the new "
+                   "model's fresh weights (default 0)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    if args.seed != 0 and not args.vision:
-        raise SystemExit("sftlab quickstart: --seed applies to --vision only (the text quickstart's seed is train.seed in "
-                         "src/sftlab/configs/quickstart.yaml)")
+    if args.vision_encoder and not args.vision:
+        raise SystemExit("sftlab quickstart: --vision-encoder applies to --vision only")
     if args.long and args.vision:
         raise SystemExit("sftlab quickstart: --long and --vision are two different demos; pick one")
     if args.vision:
@@ -58,7 +60,7 @@ def run(args) -> int:
 
         out = "runs/vlm-quickstart" if args.out == "runs/quickstart" else args.out
         run_demo(out, overwrite=args.overwrite, stage2_steps=args.steps, eval_per_family=args.eval_per_family,
-                 seed=args.seed)
+                 seed=args.seed or 0, stage1_overrides=[f"multimodal.vision_encoder={args.vision_encoder}"] if args.vision_encoder else [])
         return 0
     from sftlab.builtin.flan.mixture import train_eval_split
     from sftlab.builtin.general_text import load_general_text
@@ -74,7 +76,8 @@ def run(args) -> int:
 
     t0, steal = time.time(), StealMeter()
     out_dir = "runs/quickstart-long" if args.long and args.out == "runs/quickstart" else args.out
-    overrides = [f"train.output_dir={out_dir}"] + ([f"train.max_steps={args.steps}"] if args.steps else [])
+    overrides = [f"train.output_dir={out_dir}"] + ([f"train.max_steps={args.steps}"] if args.steps else []) \
+        + ([f"train.seed={args.seed}"] if args.seed is not None else [])
     cfg = load_config(shipped_config("quickstart-long") if args.long else quickstart_config_path(), overrides)
     eval_caps = args.eval_per_family or (LONG_EVAL_PER_FAMILY if args.long else QUICKSTART_EVAL_PER_FAMILY)
     out = Path(cfg.train.output_dir)
