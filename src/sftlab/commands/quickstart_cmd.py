@@ -29,7 +29,7 @@ GENERATE_BATCH = 48
 
 
 def register(sub) -> None:
-    p = sub.add_parser("quickstart", help="tune the embedded SmolLM2 on the built-in FLAN-style mixture and compare base vs tuned (CPU, ~8 min on 2 cores)")
+    p = sub.add_parser("quickstart", help="tune the embedded SmolLM2 on the built-in FLAN-style mixture and compare base vs tuned (CPU, 6-9 min on 2 cores)")
     p.add_argument("--out", default="runs/quickstart", help="output folder (model in OUT/final, report in OUT/report.html)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: from the quickstart config)")
     p.add_argument("--eval-per-family", type=int, default=None, help="task examples per family to evaluate (default: 1 per seen family, 16 per held-out family, "
@@ -41,7 +41,7 @@ def register(sub) -> None:
                    "~25 min on 2 cores)")
     p.add_argument("--vision", action="store_true", help="the two-stage LLaVA-style demo instead: SmolLM2 + a small vision tower "
                    "on procedurally drawn shapes, stage 1 only vs tuned on held-out images (default --out runs/vlm-quickstart; "
-                   "--steps applies to stage 2; 11.5 min on 2 cores)")
+                   "--steps applies to stage 2; 11.5-19 min on 2 cores, with the host)")
     p.add_argument("--vision-encoder", default=None, help="--vision: the stage-1 vision tower instead of the config's "
                    "builtin:tiny-siglip (random, frozen), e.g. builtin:tiny-siglip-shapes (pretrained here on the shapes; docs/multimodal.md)")
     p.add_argument("--seed", type=int, default=None, help="training seed (another seed = another independent run of the same "
