@@ -87,13 +87,13 @@ def pretrained_shapes_tower(config, *, seed: int, feature_layer: int = -1, log=p
 def pretrain(config, *, seed: int, feature_layer: int = -1, log=print) -> tuple[dict, torch.nn.ModuleDict, dict]:
     """Train a fresh (seeded) SigLIP tower with three per-patch linear heads (colour, shape, position) on train-split
     scenes; returns (tower state dict, the heads, metrics with eval-split per-patch accuracies)."""
-    from transformers import SiglipImageProcessor, SiglipVisionModel
+    from transformers import SiglipVisionModel
 
     from sftlab.builtin.shapes import generate_scenes
+    from sftlab.multimodal.build import BUILTIN_ENCODER, encoder_parts
 
     size, n_side = config.image_size, config.image_size // config.patch_size
-    processor = SiglipImageProcessor(size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3,
-                                     resample=3)
+    _, processor, _ = encoder_parts(BUILTIN_ENCODER, size, config.patch_size)  # the LLaVA's own image processor
     t0 = time.time()
     train_x, train_c, train_s = _batch(generate_scenes(RECIPE["n_scenes"], "train", seed=0, size=size), processor, n_side, size)
     eval_x, eval_c, eval_s = _batch(generate_scenes(RECIPE["n_eval_scenes"], "eval", seed=0, size=size), processor, n_side, size)
