@@ -12,7 +12,8 @@ Encoders: `builtin:tiny-siglip` is a small SigLIP vision tower built here from a
 random weights; `builtin:tiny-siglip-shapes` is the same tower pretrained here, before the LLaVA is
 built, to name the colour and shape in each cell of the built-in shapes scenes (multimodal/shapes_tower.py:
 the stand-in for CLIP pretraining, since no pretrained vision weights can be downloaded on the machines
-this runs on; the built-in demo uses it, docs/multimodal.md says what that means).
+this runs on). The built-in demo uses the random one by default and the pretrained one with
+`--vision-encoder builtin:tiny-siglip-shapes`; docs/multimodal.md says what each shows.
 A hub id or local folder of a CLIP or SigLIP model (full or vision-only) loads its pretrained vision
 tower and image processor (safetensors only), e.g. google/siglip-base-patch16-224.
 """
