@@ -21,7 +21,7 @@ SMALL = {"n_caption": 60, "n_train_images": 40, "n_stage2": 50, "n_eval_images":
 def suite(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shapes")
     paths = S.write_suite(folder, seed=3, **SMALL)
-    return folder, paths, {k: S.read_jsonl(paths[k]) for k in ("stage1", "stage2", "eval")}
+    return folder, paths, {k: S.read_jsonl(paths[k]) for k in ("stage1", "stage2", "stage2-wide", "eval")}
 
 
 def _question(conv) -> str:
@@ -35,6 +35,13 @@ def _file_bytes(folder: Path) -> dict[str, bytes]:
 def test_family_inventory():
     assert set(S.SEEN_FAMILIES) == {"colour_of_shape", "shape_at_position", "count_all", "position_of_object", "exists"}
     assert set(S.HELDOUT_FAMILIES) == {"colour_at_position", "count_shape", "shape_of_colour"}
+    assert set(S.WIDE_FAMILIES) - set(S.SEEN_FAMILIES) == {"position_of_colour", "position_of_shape", "count_colour"}
+    assert set(S.EVAL_FAMILIES) == set(S.SEEN_FAMILIES) | set(S.HELDOUT_FAMILIES)
+    assert not set(S.WIDE_FAMILIES) & set(S.HELDOUT_FAMILIES)
+    # every built-in shapes set is a data source, and no other
+    from sftlab.data.config import SHAPES_SETS
+
+    assert set(SHAPES_SETS) == set(S.SETS) | set(S.CHAT_SETS)
     phrasings = [p for f in S.FAMILIES.values() for p in f.phrasings]
     assert len(phrasings) == len(set(phrasings))  # no phrasing shared between families
     for fam in S.FAMILIES.values():
@@ -80,11 +87,11 @@ def test_rewrite_is_idempotent_and_deletes_nothing(tmp_path):
 
 def test_train_and_eval_images_are_disjoint(suite):
     _, _, sets = suite
-    train_imgs = {c.images[0] for k in ("stage1", "stage2") for c in sets[k]}
+    train_imgs = {c.images[0] for k in ("stage1", "stage2", "stage2-wide") for c in sets[k]}
     eval_imgs = {c.images[0] for c in sets["eval"]}
     assert train_imgs and eval_imgs and not train_imgs & eval_imgs
     scene = lambda c: tuple((o["cell"], o["colour"], o["shape"]) for o in c.meta["objects"])  # noqa: E731
-    assert not {scene(c) for k in ("stage1", "stage2") for c in sets[k]} & {scene(c) for c in sets["eval"]}
+    assert not {scene(c) for k in ("stage1", "stage2", "stage2-wide") for c in sets[k]} & {scene(c) for c in sets["eval"]}
     train = S.generate_scenes(200, "train", seed=0)
     evals = S.generate_scenes(100, "eval", seed=0)
     assert len({s.key for s in train}) == 200 and len({s.key for s in evals}) == 100
@@ -143,7 +150,16 @@ def test_sets_have_the_right_families_and_sizes(suite):
     assert Counter(c.meta["family"] for c in sets["stage1"]) == {"caption": SMALL["n_caption"]}
     assert set(Counter(c.meta["family"] for c in sets["stage2"]).values()) == {SMALL["n_stage2"] // 5}
     assert {c.meta["family"] for c in sets["stage2"]} == set(S.SEEN_FAMILIES)
-    assert Counter(c.meta["family"] for c in sets["eval"]) == {f: SMALL["n_eval_per_family"] for f in S.FAMILIES}
+    assert Counter(c.meta["family"] for c in sets["eval"]) == {f: SMALL["n_eval_per_family"] for f in S.EVAL_FAMILIES}
+    # the wide set: as many questions, an equal share (+-1) of all 8 trained families, and each family's
+    # questions a prefix of the same family's in the 5-family set (one question stream per family)
+    wide = sets["stage2-wide"]
+    assert len(wide) == SMALL["n_stage2"] and {c.meta["family"] for c in wide} == set(S.WIDE_FAMILIES)
+    assert set(Counter(c.meta["family"] for c in wide).values()) <= {SMALL["n_stage2"] // 8, SMALL["n_stage2"] // 8 + 1}
+    for fam in S.SEEN_FAMILIES:
+        narrow_ids = [c.id for c in sorted(sets["stage2"], key=lambda c: c.source) if c.meta["family"] == fam]
+        wide_ids = [c.id for c in sorted(wide, key=lambda c: c.source) if c.meta["family"] == fam]
+        assert wide_ids == narrow_ids[: len(wide_ids)], fam
     assert {c.meta["split"] for c in sets["eval"] if c.meta["family"] in S.HELDOUT_FAMILIES} == {"held-out"}
     for k, convs in sets.items():
         assert len({c.id for c in convs}) == len(convs), k
@@ -170,7 +186,7 @@ def test_default_sizes_fit_the_spec(tmp_path):
 
 def test_questions_are_asked_only_where_the_answer_is_unique(suite):
     _, _, sets = suite
-    for c in sets["stage2"] + sets["eval"]:
+    for c in sets["stage2"] + sets["stage2-wide"] + sets["eval"]:
         fam, q, gold, objs = c.meta["family"], _question(c), c.meta["answer"], c.meta["objects"]
         colour, shape, pos = S.extract("colour", q), S.extract("shape", q), S.extract("position", q)
         shapes = Counter(o["shape"] for o in objs)
@@ -199,6 +215,14 @@ def test_questions_are_asked_only_where_the_answer_is_unique(suite):
         elif fam == "shape_of_colour":
             assert colours[colour] == 1, q
             assert S.check(fam, next(o["shape"] for o in objs if o["colour"] == colour), gold)
+        elif fam == "position_of_colour":
+            assert colours[colour] == 1, q
+            assert S.extract("position", gold) == next(o["position"] for o in objs if o["colour"] == colour)
+        elif fam == "position_of_shape":
+            assert shapes[shape] == 1, q
+            assert S.extract("position", gold) == next(o["position"] for o in objs if o["shape"] == shape)
+        elif fam == "count_colour":
+            assert colours[colour] >= 1 and S.extract("number", gold) == colours[colour], q
         else:
             pytest.fail(f"unexpected family {fam}")
 
@@ -211,12 +235,15 @@ def test_ask_returns_none_when_not_unique():
     assert S.FAMILIES["position_of_object"].question(twin, Random(0), 0) is None
     assert S.FAMILIES["shape_of_colour"].question(twin, Random(0), 0) is None
     assert S.FAMILIES["count_shape"].question(twin, Random(0), 0)[1] == "2"
+    assert S.FAMILIES["position_of_colour"].question(twin, Random(0), 0) is None
+    assert S.FAMILIES["position_of_shape"].question(twin, Random(0), 0) is None
+    assert S.FAMILIES["count_colour"].question(twin, Random(0), 0)[1] == "2"
 
 
 def test_checker_accepts_gold_and_padding_rejects_near_misses(suite):
     _, _, sets = suite
     others = {"colour": list(S.COLOURS), "shape": list(S.SHAPES)}
-    for c in sets["stage2"] + sets["eval"]:
+    for c in sets["stage2"] + sets["stage2-wide"] + sets["eval"]:
         fam, gold = c.meta["family"], c.meta["answer"]
         kind = S.FAMILIES[fam].answer_kind
         bare = gold.rstrip(".")
@@ -305,11 +332,13 @@ def test_builtin_sources_load_and_are_cached(tmp_path, monkeypatch):
         SourceConfig(path="builtin:shapes-nope").load()
 
 
-def test_stage2_chat_groups_every_question_of_an_image_into_one_conversation():
-    """builtin:shapes-stage2-chat: the same questions and answers as shapes-stage2, one conversation per
-    image, the image once (first user turn), nothing lost or duplicated."""
-    singles = S.load_set("shapes-stage2")
-    chats = S.load_set("shapes-stage2-chat")
+@pytest.mark.parametrize("name", ["shapes-stage2", "shapes-stage2-wide"])
+def test_stage2_chat_groups_every_question_of_an_image_into_one_conversation(name):
+    """builtin:shapes-stage2[-wide]-chat: the same questions and answers as the single-question set, one
+    conversation per image, the image once (first user turn), nothing lost or duplicated."""
+    singles = S.load_set(name)
+    chats = S.load_set(name + "-chat")
+    assert all(c.source.startswith(f"builtin:{name}-chat[") for c in chats)
     assert len(chats) == len({c.images[0] for c in singles}) and sum(len(c.messages) // 2 for c in chats) == len(singles)
     pairs = sorted((c.images[0], c.messages[0].content.replace("<image>\n", ""), c.messages[1].content) for c in singles)
     got = sorted((c.images[0], m.content.replace("<image>\n", ""), a.content)

@@ -14,6 +14,7 @@ an `<image>` placeholder starts the user turn, "images" holds absolute paths):
                          every object in reading order: "A red circle at the top left and a
                          blue square at the bottom."   (stage 1: train the projector only)
   stage2-train.jsonl     one question of a SEEN family per conversation, on train images
+  stage2-wide-train.jsonl  the same number of questions over the SEEN + TRAIN-ONLY families
   eval.jsonl             SEEN and HELD-OUT families, on eval images (never trained on)
   captions-boxes.jsonl   LLaVA-style records {"id", "image", "captions", "boxes"} for the synth
                          llava pipeline (sftlab.synth.llava.read_records)
@@ -27,8 +28,14 @@ Question families (`FAMILIES`), each asked only where its answer is defined and 
   HELD-OUT  colour_at_position  "What colour is the shape at the bottom right?"  (occupied)
             count_shape         "How many circles are there?"          (that shape occurs >= 1)
             shape_of_colour     "What shape is the red object?"        (that colour occurs once)
+  TRAIN-ONLY (shapes-stage2-wide only; not evaluated, so eval.jsonl is the same for both sets)
+            position_of_colour  "Where is the red object?"             (that colour occurs once)
+            position_of_shape   "Where is the circle?"                 (that shape occurs once)
+            count_colour        "How many red shapes are there?"       (that colour occurs >= 1)
 Each held-out family composes two seen skills (locate + name a colour; recognise a shape +
 count; find a colour + name a shape), so a model that learned the seen ones can plausibly answer.
+The train-only families add attribute pairings (colour -> position, shape -> position, colour ->
+count) so that each held-out family's query attribute and answer kind are trained in other pairings.
 
 Gold answers are terse ("Red.", "Circle.", "2", "Top left.", "Yes."). `check` takes the FIRST
 value of the family's answer kind in a response (first colour word, first shape word, first
@@ -337,6 +344,28 @@ def _ask_exists(scene: Scene, rng: Random, i: int) -> Question | None:
     return {"object": label, "a_object": with_article(label)}, "No."
 
 
+def _ask_position_of_colour(scene: Scene, rng: Random, i: int) -> Question | None:
+    if (o := _unique_by(scene, rng, lambda o: o.colour)) is None:
+        return None
+    pos = scene.position(o)
+    return {"colour": o.colour}, f"{pos[0].upper()}{pos[1:]}."
+
+
+def _ask_position_of_shape(scene: Scene, rng: Random, i: int) -> Question | None:
+    if (o := _unique_by(scene, rng, lambda o: o.shape)) is None:
+        return None
+    pos = scene.position(o)
+    return {"shape": o.shape}, f"{pos[0].upper()}{pos[1:]}."
+
+
+def _ask_count_colour(scene: Scene, rng: Random, i: int) -> Question | None:
+    """A colour that is present (1..3); the count is drawn first, as for count_shape."""
+    counts = Counter(o.colour for o in scene.objects)
+    n = rng.choice(sorted(set(counts.values())))
+    colour = rng.choice(sorted(c for c, k in counts.items() if k == n))
+    return {"colour": colour}, str(n)
+
+
 def _ask_colour_at_position(scene: Scene, rng: Random, i: int) -> Question | None:
     o = rng.choice(scene.objects)
     pos = scene.position(o)
@@ -365,6 +394,9 @@ class ShapeFamily:
     description: str
     phrasings: tuple[str, ...]  # str.format templates over the ask function's fields
     ask: Callable[[Scene, Random, int], Question | None]  # None: the answer is not unique/defined here
+    # False: a train-only family of the wider stage-2 set (shapes-stage2-wide), not in eval.jsonl, so
+    # the eval set (and the stage-1-only model's scores on it) is the same whichever stage-2 set trains
+    evaluated: bool = True
 
     def question(self, scene: Scene, rng: Random, i: int) -> tuple[str, str, int] | None:
         """(question, gold answer, phrasing index) about `scene`, or None when not askable."""
@@ -449,11 +481,44 @@ _ALL = (
                  "Name the shape that is coloured {colour}.",
                  "Look at the {colour} thing in the picture. What shape is it?"),
                 _ask_shape_of_colour),
+    # train-only families of shapes-stage2-wide: each asks about an attribute pairing no other family has
+    # (colour -> position, shape -> position, colour -> count), so that every held-out family's query
+    # attribute and answer kind are each trained in two or more pairings, as in FLAN's many-family mixture
+    ShapeFamily("position_of_colour", "seen", "position", "Where the one object of a colour is.",
+                ("Where is the {colour} object?",
+                 "In which part of the image is the {colour} shape?",
+                 "Find the {colour} shape. Where is it?",
+                 "Tell me the position of the {colour} object.",
+                 "Which cell of the grid holds the {colour} shape?",
+                 "Where in the picture is the {colour} thing?",
+                 "Locate the {colour} object."),
+                _ask_position_of_colour, evaluated=False),
+    ShapeFamily("position_of_shape", "seen", "position", "Where the one object of a shape kind is.",
+                ("Where is the {shape}?",
+                 "In which part of the image is the {shape}?",
+                 "Find the {shape}. Where is it?",
+                 "Tell me the position of the {shape}.",
+                 "Which cell of the grid holds the {shape}?",
+                 "Where in the picture can you see the {shape}?",
+                 "Locate the {shape} in the image."),
+                _ask_position_of_shape, evaluated=False),
+    ShapeFamily("count_colour", "seen", "number", "How many objects of one colour there are.",
+                ("How many {colour} shapes are there?",
+                 "Count the {colour} objects in the image.",
+                 "How many {colour} things can you see?",
+                 "What is the number of {colour} shapes in this picture?",
+                 "Tell me how many shapes are {colour}.",
+                 "Count only the {colour} shapes. Answer with a number.",
+                 "How many of the shapes are {colour}?"),
+                _ask_count_colour, evaluated=False),
 )
 
 FAMILIES: dict[str, ShapeFamily] = {f.name: f for f in _ALL}
-SEEN_FAMILIES: tuple[str, ...] = tuple(f.name for f in _ALL if f.split == "seen")
+# SEEN: trained in stage 2 and evaluated; WIDE: every trained family (SEEN + the train-only ones)
+SEEN_FAMILIES: tuple[str, ...] = tuple(f.name for f in _ALL if f.split == "seen" and f.evaluated)
+WIDE_FAMILIES: tuple[str, ...] = tuple(f.name for f in _ALL if f.split == "seen")
 HELDOUT_FAMILIES: tuple[str, ...] = tuple(f.name for f in _ALL if f.split == "held-out")
+EVAL_FAMILIES: tuple[str, ...] = tuple(f.name for f in _ALL if f.evaluated)
 
 CAPTION_PHRASINGS: tuple[str, ...] = (
     "Describe the image briefly.",
@@ -608,22 +673,30 @@ def build_suite(folder: str | Path, *, seed: int = 0, n_caption: int = DEFAULTS[
                                       source=f"builtin:shapes-stage1[{k}]", meta=meta))
     rng.shuffle(captions)
 
-    # stage 2: an equal share of every seen family, shuffled together
-    stage2: list[Conversation] = []
-    for f_i, family in enumerate(SEEN_FAMILIES):
-        share = n_stage2 // len(SEEN_FAMILIES) + (1 if f_i < n_stage2 % len(SEEN_FAMILIES) else 0)
-        stage2 += _questions(family, train, train_paths, share, seed=seed, set_name="stage2")
-    Random(f"shapes:{seed}:stage2-order").shuffle(stage2)
+    # stage 2: an equal share of every trained family, shuffled together. Both sets draw each family's
+    # questions from one stream (set_name "stage2"), so a family's questions in the wide set are a prefix
+    # of its questions in the narrow one; the shuffles are seeded per set.
+    def stage2_set(families: tuple[str, ...], order: str) -> list[Conversation]:
+        out: list[Conversation] = []
+        for f_i, family in enumerate(families):
+            share = n_stage2 // len(families) + (1 if f_i < n_stage2 % len(families) else 0)
+            out += _questions(family, train, train_paths, share, seed=seed, set_name="stage2")
+        Random(f"shapes:{seed}:{order}").shuffle(out)
+        return out
 
-    evaluation = [c for family in FAMILIES
+    stage2 = stage2_set(SEEN_FAMILIES, "stage2-order")
+    stage2_wide = stage2_set(WIDE_FAMILIES, "stage2-wide-order")
+
+    evaluation = [c for family in EVAL_FAMILIES
                   for c in _questions(family, evals, eval_paths, n_eval_per_family, seed=seed, set_name="eval")]
 
     records = [{"id": f"shapes-{seed}-train-{j}", "image": train_paths[j], "captions": [s.caption()],
                 "boxes": [{"label": o.label, "box": s.box(o)} for o in s.objects]} for j, s in enumerate(train)]
-    return pngs, {"stage1": captions, "stage2": stage2, "eval": evaluation}, records
+    return pngs, {"stage1": captions, "stage2": stage2, "stage2-wide": stage2_wide, "eval": evaluation}, records
 
 
-FILES = {"stage1": "stage1-captions.jsonl", "stage2": "stage2-train.jsonl", "eval": "eval.jsonl",
+FILES = {"stage1": "stage1-captions.jsonl", "stage2": "stage2-train.jsonl", "stage2-wide": "stage2-wide-train.jsonl",
+         "eval": "eval.jsonl",
          "llava": "captions-boxes.jsonl"}
 MANIFEST = "shapes-suite.json"
 
@@ -682,12 +755,13 @@ def write_suite(folder: str | Path, *, seed: int = 0, **sizes: Any) -> dict[str,
 
 # ---------------------------------------------------------------- built-in sets for data configs
 
-SETS = {"shapes-stage1": "stage1", "shapes-stage2": "stage2", "shapes-eval": "eval"}
+SETS = {"shapes-stage1": "stage1", "shapes-stage2": "stage2", "shapes-stage2-wide": "stage2-wide", "shapes-eval": "eval"}
 # derived in memory from stage2: its questions grouped by image into multi-turn conversations
 CHAT_SET = "shapes-stage2-chat"
+CHAT_SETS = {CHAT_SET: "stage2", "shapes-stage2-wide-chat": "stage2-wide"}
 
 
-def as_chats(questions: list[Conversation]) -> list[Conversation]:
+def as_chats(questions: list[Conversation], name: str = CHAT_SET) -> list[Conversation]:
     """One multi-turn conversation per image from single-question ones: the image once, in the first
     user turn, then every question about it in the order given, each followed by its answer.
 
@@ -709,7 +783,7 @@ def as_chats(questions: list[Conversation]) -> list[Conversation]:
         families = [c.meta["family"] for c in convs]
         meta = {"family": "chat", "split": "seen", "families": families, "set": "stage2-chat",
                 "objects": convs[0].meta.get("objects")}
-        out.append(Conversation(tuple(msgs), source=f"builtin:{CHAT_SET}[{len(out)}]", meta=meta, images=(image,)))
+        out.append(Conversation(tuple(msgs), source=f"builtin:{name}[{len(out)}]", meta=meta, images=(image,)))
     return out
 
 
@@ -744,12 +818,13 @@ def read_jsonl(path: str | Path) -> list[Conversation]:
 
 
 def load_set(name: str, seed: int = 0) -> list[Conversation]:
-    """A built-in set by name: shapes-stage1, shapes-stage2, shapes-stage2-chat (its questions as one
-    multi-turn conversation per image) or shapes-eval (written once into the cache)."""
-    if name == CHAT_SET:
-        return as_chats(read_jsonl(ensure_suite(seed)["stage2"]))
+    """A built-in set by name: shapes-stage1, shapes-stage2 (the 5 seen families), shapes-stage2-wide (the
+    same 3,000 questions spread over the 5 + 3 train-only families), either with -chat (its questions as
+    one multi-turn conversation per image), or shapes-eval (written once into the cache)."""
+    if name in CHAT_SETS:
+        return as_chats(read_jsonl(ensure_suite(seed)[CHAT_SETS[name]]), name)
     if name not in SETS:
-        raise ValueError(f"unknown shapes set {name!r}; fix: use shapes-stage1, shapes-stage2 or shapes-eval")
+        raise ValueError(f"unknown shapes set {name!r}; fix: use one of {sorted([*SETS, *CHAT_SETS])}")
     return read_jsonl(ensure_suite(seed)[SETS[name]])
 
 

@@ -20,7 +20,9 @@ BUILTIN_SETS = {"tasks-train": 0, "tasks": 0, "tasks-eval": 1}  # name -> index 
 # the FLAN-style mixture (sftlab.builtin.flan.mixture) with its default knobs, seed 0
 FLAN_SETS = ("flan-train", "flan-eval")
 # the multimodal shapes suite (sftlab.builtin.shapes): written once into cache_dir()/shapes, then read
-SHAPES_SETS = ("shapes-stage1", "shapes-stage2", "shapes-stage2-chat", "shapes-eval")
+# (tests/test_builtin_shapes.py checks this list against sftlab.builtin.shapes.SETS + CHAT_SETS)
+SHAPES_SETS = ("shapes-stage1", "shapes-stage2", "shapes-stage2-chat", "shapes-stage2-wide", "shapes-stage2-wide-chat",
+               "shapes-eval")
 
 
 class SourceConfig(Strict):
@@ -31,7 +33,7 @@ class SourceConfig(Strict):
 
     path: str = Field(description="file, folder, glob, hub dataset id, or builtin:tasks-train / builtin:tasks-eval / "
                       "builtin:flan-train / builtin:flan-eval "
-                      "(multimodal: builtin:shapes-stage1 / builtin:shapes-stage2 / builtin:shapes-stage2-chat / builtin:shapes-eval)")
+                      "(multimodal: builtin:shapes-stage1 / builtin:shapes-stage2[-wide][-chat] / builtin:shapes-eval)")
     format: str = Field("auto", description="auto, messages, sharegpt, alpaca, prompt_completion or text")
     columns: dict[str, str] | None = Field(None, description="our field name -> your column name")
     split: str = Field("train", description="split for `datasets` sources")
@@ -65,7 +67,7 @@ class SourceConfig(Strict):
     def load(self, **kw):
         """Load this source: a built-in set (builtin:tasks-train, builtin:tasks-eval, builtin:flan-train,
         builtin:flan-eval, builtin:shapes-stage1,
-        builtin:shapes-stage2, builtin:shapes-eval; `limit` applies),
+        builtin:shapes-stage2[-wide][-chat], builtin:shapes-eval; `limit` applies),
         else load_conversations(self.path, **self.load_kwargs(), **kw). Returns a LoadResult."""
         from sftlab.data.load import LoadResult, LoadStats, load_conversations
 
@@ -87,7 +89,7 @@ class SourceConfig(Strict):
         else:
             raise DataError(Problem(self.path, "path", "unknown built-in data set",
                                     "use builtin:tasks-train, builtin:tasks-eval, builtin:flan-train, builtin:flan-eval, "
-                                    "builtin:shapes-stage1, builtin:shapes-stage2, builtin:shapes-stage2-chat or builtin:shapes-eval"))
+                                    "builtin:" + ", builtin:".join(SHAPES_SETS)))
         convs = convs[: self.limit] if self.limit else convs
         n = len(convs)
         return LoadResult(convs, LoadStats(rows_read=n, loaded=n, by_format={"built-in suite": n}, by_file={self.path: n}))
