@@ -328,3 +328,65 @@ def test_chat_with_an_image_through_the_cli(runs, vlm, capsys, monkeypatch):
     # a text-only model refuses --image with a clean error
     assert main(["chat", str(runs[2]), "--image", str(paths["red"]), "--prompt", "hi"]) == 2
     assert "vision-language" in capsys.readouterr().err
+
+
+def test_vision_eval_against_by_hand_scores_and_losses(runs, tmp_path):
+    """sftlab.multimodal.evaluate on the tiny stage-1 and stage-2 models: batched answers equal one-at-a-time
+    answers; `correct` is the checker on them; each gold answer's loss sum equals a textbook cross-entropy
+    over the answer tokens (+ stop token) from a plain forward of the processor's own chat-template inputs;
+    accuracies, paired differences and the blind constant equal counts by hand; the report shows every image."""
+    import math
+
+    import torch.nn.functional as F
+
+    from sftlab.multimodal.evaluate import answer, evaluate_vision, write_report
+    from sftlab.multimodal.images import load_image
+    from sftlab.multimodal.use import load_vlm_model
+
+    stage1, stage2, _, paths = runs
+    names = list(paths)
+    gold_yes = ["Yes.", "Yes.", "Yes.", "No."]
+    convs = [Conversation.from_messages([{"role": "user", "content": f"<image>\n{QUESTION}"},
+                                         {"role": "assistant", "content": f"It is {n}."}],
+                                        images=[str(paths[n])], meta={"family": "colour", "split": "seen"}) for n in names]
+    convs += [Conversation.from_messages([{"role": "user", "content": f"<image>\nIs it {names[(k + 1) % 4]}?"},
+                                          {"role": "assistant", "content": g}],
+                                         images=[str(paths[n])], meta={"family": "yesno", "split": "held-out"})
+              for k, (n, g) in enumerate(zip(names, gold_yes))]
+    models = {"s1": load_vlm_model(str(stage1)), "s2": load_vlm_model(str(stage2), merge_adapter=True)}
+    check = lambda c, a: a.strip().lower().startswith(c.last_response.strip(". ").lower())  # noqa: E731
+    ev = evaluate_vision(models, convs, check, max_new_tokens=6, batch_size=3, log=lambda *a: None)
+
+    for name, (model, processor) in models.items():
+        r = ev.results[name]
+        assert r.answers == answer(model, processor, convs, max_new_tokens=6, batch_size=1)
+        assert r.correct == [int(check(c, a)) for c, a in zip(convs, r.answers)]
+        tok = processor.tokenizer
+        for k, c in enumerate(convs):
+            msgs = [m.to_dict() for m in c.messages]
+            full = processor.apply_chat_template(msgs, tokenize=False)
+            prompt = processor.apply_chat_template(msgs[:1], tokenize=False, add_generation_prompt=True)
+            assert full.startswith(prompt)
+            image = [load_image(c.images[0])]
+            ids = processor(text=full, images=image, return_tensors="pt")
+            n_prompt = processor(text=prompt, images=image, return_tensors="pt")["input_ids"].shape[1]
+            target = ids["input_ids"][0, n_prompt:].tolist()
+            target = target[: target.index(tok.eos_token_id) + 1]  # the answer and its stop token, not what follows
+            with torch.no_grad():
+                logits = model(**ids).logits[0].float()
+            pos = torch.arange(n_prompt, n_prompt + len(target))
+            want = F.cross_entropy(logits[pos - 1], torch.tensor(target), reduction="sum").item()
+            assert r.n_tokens[k] == len(target), (name, k)
+            assert math.isclose(r.loss_sums[k], want, rel_tol=1e-4, abs_tol=1e-4), (name, k, r.loss_sums[k], want)
+
+    s1, s2 = ev.results["s1"].correct, ev.results["s2"].correct
+    assert ev.accuracy("s2", "seen").value == sum(s2[:4]) / 4 and ev.accuracy("s1", "all").value == sum(s1) / 8
+    assert ev.accuracy_diff("s1", "s2", "held-out").value == (sum(s2[4:]) - sum(s1[4:])) / 4
+    # the blind constant: "it is <colour>." is different for each image (1 of 4), "yes." is 3 of 4
+    assert ev.constant_baseline("colour") == 0.25 and ev.constant_baseline("yesno") == 0.75
+    assert ev.constant_baseline("all") == (1 + 3) / 8
+    js = ev.to_json()
+    assert js["blind_constant"]["held-out"] == 0.75 and set(js["above_blind"]) == {"s1", "s2"}
+    assert "blind constant" in ev.summary_table()
+    page = write_report(ev, tmp_path / "report.html").read_text()
+    assert page.count('class="thumb"') == 8

@@ -7,6 +7,11 @@ saved folder gets), graded by a checker per question family; accuracy per family
 against the first model (the same questions); and the response loss / perplexity of the gold answers
 (the same masked loss as training, on the eval rows). `write_report` makes one HTML page with image
 thumbnails next to each model's answers.
+
+Beside the models, a blind reference: the accuracy of answering every question of a family with that
+family's most common gold answer. On the built-in shapes suite a model that has learned only the
+answer format (a number, "Yes."/"No.") can reach it without looking at the image, so a gain up to
+it says "format", a gain beyond it says "perception".
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import html
 import io
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +69,21 @@ class VisionEval:
         idx = self._index(group)
         return paired_diff_ci([self.results[base].correct[i] for i in idx], [self.results[other].correct[i] for i in idx])
 
+    def constant_baseline(self, group: str) -> float:
+        """Accuracy of answering each family's questions with its most common gold answer (read off these
+        questions, so the best any constant-per-family answerer can do), averaged over `group`'s questions."""
+        idx = self._index(group)
+        by_family: dict[str, Counter] = {}
+        for i in idx:
+            c = self.conversations[i]
+            by_family.setdefault(c.meta.get("family", "?"), Counter())[c.last_response.strip().lower()] += 1
+        return sum(max(n.values()) for n in by_family.values()) / len(idx) if idx else float("nan")
+
+    def above_blind(self, model: str, group: str) -> bool:
+        """The model's accuracy interval lies above the blind constant: it reads something off the images."""
+        low = self.accuracy(model, group).low
+        return not math.isnan(low) and low > self.constant_baseline(group)
+
     def perplexity(self, model: str) -> Estimate:
         r = self.results[model]
         return perplexity_ci(r.loss_sums, r.n_tokens)
@@ -78,22 +99,25 @@ class VisionEval:
 
     def summary_table(self) -> str:
         base, *others = self.models
-        head = f"{'':34s}" + "".join(f"{m:>24s}" for m in self.models) + "".join(f"{m + ' - ' + base:>30s}" for m in others)
+        head = (f"{'':34s}" + "".join(f"{m:>24s}" for m in self.models) + "".join(f"{m + ' - ' + base:>30s}" for m in others)
+                + f"{'blind constant':>16s}")
         lines = [head]
         rows = [(f"accuracy, {g} families" if g != "all" else "accuracy, all questions", g) for g in GROUPS]
         rows += [(f"  {f} ({s})", f) for f, s in self.families()]
         for label, g in rows:
             n = len(self._index(g))
-            cells = "".join(f"{self.accuracy(m, g).format(1, pct=True):>24s}" for m in self.models)
+            cells = "".join(f"{self.accuracy(m, g).format(1, pct=True) + (' ^' if self.above_blind(m, g) else ''):>24s}"
+                            for m in self.models)
             diffs = ""
             for m in others:
                 d = self.accuracy_diff(base, m, g)
                 diffs += f"{d.format(1, pct=True) + (' *' if d.excludes_zero() else ''):>30s}"
-            lines.append(f"{label + f' (n={n})':34s}{cells}{diffs}")
+            lines.append(f"{label + f' (n={n})':34s}{cells}{diffs}{self.constant_baseline(g) * 100:>15.1f}%")
         ppl = "".join(f"{self.perplexity(m).format(3):>24s}" for m in self.models)
         pdiff = "".join(f"{self.perplexity_diff(base, m).format(3):>30s}" for m in others)
         lines.append(f"{'response perplexity (gold answers)':34s}{ppl}{pdiff}")
-        lines.append("[low, high] = 95% bootstrap interval; * = the paired interval excludes 0")
+        lines.append("[low, high] = 95% bootstrap interval; * = the paired interval excludes 0; blind constant = each family "
+                     "answered with its most common gold answer (what answer format alone earns); ^ = the interval lies above it")
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -106,6 +130,8 @@ class VisionEval:
         for m in others:
             out["paired_diff"][f"{m} - {base}"] = {g: self.accuracy_diff(base, m, g).to_json() for g in groups}
             out["paired_diff"][f"{m} - {base}"]["perplexity"] = self.perplexity_diff(base, m).to_json()
+        out["blind_constant"] = {g: self.constant_baseline(g) for g in groups}
+        out["above_blind"] = {m: {g: self.above_blind(m, g) for g in groups} for m in self.models}
         out["items"] = [{"id": c.id, "family": c.meta.get("family"), "split": c.meta.get("split"), "image": c.images[0] if c.images else None,
                          "question": c.prompt_messages[-1].content, "gold": c.last_response,
                          **{m: {"answer": r.answers[i], "correct": bool(r.correct[i])} for m, r in self.results.items()}}
@@ -144,23 +170,32 @@ def answer(model, processor, convs: list[Conversation], *, max_new_tokens: int =
 
 
 @torch.no_grad()
-def answer_losses(model, processor, convs: list[Conversation]) -> tuple[list[float], list[int]]:
-    """(summed cross-entropy, trained tokens) of each conversation's assistant turns, as training counts them."""
+def answer_losses(model, processor, convs: list[Conversation], *, tokens_per_row: int = 1024) -> tuple[list[float], list[int]]:
+    """(summed cross-entropy, trained tokens) of each conversation's assistant turns, as training counts them.
+
+    The examples are packed back to back, in order, into rows of <= `tokens_per_row` tokens (position_ids
+    restart per example, so no attention crosses examples: tests/test_pack.py), one forward per row: one
+    forward per ~60-token example took ~70 s of the demo's evaluation per model on 2 cores (measured)."""
     from sftlab.loss import per_token_losses
     from sftlab.multimodal.vision import VisionInputs
-    from sftlab.pack import PackedDataset
+    from sftlab.pack import IGNORE, PackedDataset, collate_packed
     from sftlab.render import Renderer
 
     renderer = Renderer(processor.tokenizer)
     vision = VisionInputs(processor)
     rows = vision.expand(renderer.render_batch(convs), convs)
-    ds = PackedDataset(rows, 1, vision=vision)  # budget 1: one example per row, in order
+    counts = [int((collate_packed([r]).labels != IGNORE).sum()) for r in rows]
+    ds = PackedDataset(rows, tokens_per_row, order="as_given", vision=vision)
     model.eval()
-    sums, counts = [], []
-    for i in range(len(rows)):
-        losses = per_token_losses(model, ds.collate([i]))
-        sums.append(float(losses.sum()))
-        counts.append(int(losses.numel()))
+    sums: list[float] = []
+    for b in range(len(ds)):
+        losses = per_token_losses(model, ds.batch(b)).tolist()
+        want = sum(counts[i] for i in ds.bins[b])
+        if len(losses) != want:
+            raise RuntimeError(f"packed row {b}: {len(losses)} trained-token losses for {want} trained tokens")
+        for i in ds.bins[b]:
+            sums.append(float(sum(losses[: counts[i]])))
+            losses = losses[counts[i]:]
     return sums, counts
 
 
@@ -211,6 +246,8 @@ def write_report(ev: VisionEval, path: str | Path, *, title: str = "sftlab: visi
         ax.bar(xs, [e.value * 100 for e in ests], width, label=m,
                yerr=[[max(0.0, (e.value - e.low) * 100) if not math.isnan(e.low) else 0 for e in ests],
                      [max(0.0, (e.high - e.value) * 100) if not math.isnan(e.high) else 0 for e in ests]], capsize=2)
+    ax.scatter(range(len(fams)), [ev.constant_baseline(f) * 100 for f, _ in fams], marker="_", s=600, color="black", zorder=3,
+               label="blind constant (most common gold answer)")
     ax.set_xticks(range(len(fams)), [f"{f}\n({s})" for f, s in fams], fontsize=7)
     ax.set_ylabel("accuracy %")
     ax.legend(fontsize=8)
