@@ -756,7 +756,7 @@ def write_suite(folder: str | Path, *, seed: int = 0, **sizes: Any) -> dict[str,
 # ---------------------------------------------------------------- built-in sets for data configs
 
 SETS = {"shapes-stage1": "stage1", "shapes-stage2": "stage2", "shapes-stage2-wide": "stage2-wide", "shapes-eval": "eval"}
-# derived in memory from stage2: its questions grouped by image into multi-turn conversations
+# derived in memory from a stage-2 set: its questions grouped by image into multi-turn conversations
 CHAT_SET = "shapes-stage2-chat"
 CHAT_SETS = {CHAT_SET: "stage2", "shapes-stage2-wide-chat": "stage2-wide"}
 
@@ -781,7 +781,7 @@ def as_chats(questions: list[Conversation], name: str = CHAT_SET) -> list[Conver
                 question = question.replace(IMAGE_PLACEHOLDER + "\n", "", 1)
             msgs += [Message("user", question), Message("assistant", c.messages[1].content)]
         families = [c.meta["family"] for c in convs]
-        meta = {"family": "chat", "split": "seen", "families": families, "set": "stage2-chat",
+        meta = {"family": "chat", "split": "seen", "families": families, "set": name.removeprefix("shapes-"),
                 "objects": convs[0].meta.get("objects")}
         out.append(Conversation(tuple(msgs), source=f"builtin:{name}[{len(out)}]", meta=meta, images=(image,)))
     return out
