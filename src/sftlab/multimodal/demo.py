@@ -53,7 +53,7 @@ def run_demo(out: str | Path = "runs/vlm-quickstart", *, overwrite: bool = False
     s1 = train_stage("vlm-stage1", out / "stage1", seeds + [f"multimodal.seed={seed}", *stage1_overrides]
                      + ([f"train.max_steps={stage1_steps}"] if stage1_steps else []), overwrite, log)
     t1 = time.time()
-    log("\n[2/3] stage 2: visual instruction tuning (LoRA on the language model + projector, 5 question families)")
+    log("\n[2/3] stage 2: visual instruction tuning (LoRA on the language model + projector, question families)")
     s2 = train_stage("vlm-stage2", out / "stage2", [f"model.name={s1}", *seeds, *stage2_overrides]
                      + ([f"train.max_steps={stage2_steps}"] if stage2_steps else []), overwrite, log)
     t2 = time.time()
