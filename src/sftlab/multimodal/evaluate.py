@@ -79,9 +79,10 @@ class VisionEval:
             by_family.setdefault(c.meta.get("family", "?"), Counter())[c.last_response.strip().lower()] += 1
         return sum(max(n.values()) for n in by_family.values()) / len(idx) if idx else float("nan")
 
-    def above_blind(self, model: str, group: str) -> bool:
-        """The model's accuracy interval lies above the blind constant: it reads something off the images."""
-        low = self.accuracy(model, group).low
+    def above_blind(self, model: str, group: str, estimate: Estimate | None = None) -> bool:
+        """The model's accuracy interval lies above the blind constant: it reads something off the images.
+        `estimate`: the model's accuracy on `group` when the caller has it (saves a second bootstrap)."""
+        low = (estimate or self.accuracy(model, group)).low
         return not math.isnan(low) and low > self.constant_baseline(group)
 
     def perplexity(self, model: str) -> Estimate:
@@ -106,8 +107,8 @@ class VisionEval:
         rows += [(f"  {f} ({s})", f) for f, s in self.families()]
         for label, g in rows:
             n = len(self._index(g))
-            cells = "".join(f"{self.accuracy(m, g).format(1, pct=True) + (' ^' if self.above_blind(m, g) else ''):>24s}"
-                            for m in self.models)
+            ests = {m: self.accuracy(m, g) for m in self.models}
+            cells = "".join(f"{e.format(1, pct=True) + (' ^' if self.above_blind(m, g, e) else ''):>24s}" for m, e in ests.items())
             diffs = ""
             for m in others:
                 d = self.accuracy_diff(base, m, g)
@@ -124,14 +125,15 @@ class VisionEval:
         base, *others = self.models
         out = {"models": self.models, "n": len(self.conversations), "accuracy": {}, "paired_diff": {}, "perplexity": {}}
         groups = list(GROUPS) + [f for f, _ in self.families()]
+        ests = {m: {g: self.accuracy(m, g) for g in groups} for m in self.models}
         for m in self.models:
-            out["accuracy"][m] = {g: self.accuracy(m, g).to_json() for g in groups}
+            out["accuracy"][m] = {g: e.to_json() for g, e in ests[m].items()}
             out["perplexity"][m] = self.perplexity(m).to_json()
         for m in others:
             out["paired_diff"][f"{m} - {base}"] = {g: self.accuracy_diff(base, m, g).to_json() for g in groups}
             out["paired_diff"][f"{m} - {base}"]["perplexity"] = self.perplexity_diff(base, m).to_json()
         out["blind_constant"] = {g: self.constant_baseline(g) for g in groups}
-        out["above_blind"] = {m: {g: self.above_blind(m, g) for g in groups} for m in self.models}
+        out["above_blind"] = {m: {g: self.above_blind(m, g, e) for g, e in ests[m].items()} for m in self.models}
         out["items"] = [{"id": c.id, "family": c.meta.get("family"), "split": c.meta.get("split"), "image": c.images[0] if c.images else None,
                          "question": c.prompt_messages[-1].content, "gold": c.last_response,
                          **{m: {"answer": r.answers[i], "correct": bool(r.correct[i])} for m, r in self.results.items()}}
@@ -193,9 +195,10 @@ def answer_losses(model, processor, convs: list[Conversation], *, tokens_per_row
         want = sum(counts[i] for i in ds.bins[b])
         if len(losses) != want:
             raise RuntimeError(f"packed row {b}: {len(losses)} trained-token losses for {want} trained tokens")
-        for i in ds.bins[b]:
-            sums.append(float(sum(losses[: counts[i]])))
-            losses = losses[counts[i]:]
+        start = 0
+        for i in ds.bins[b]:  # the row's losses are its examples' trained tokens, example after example
+            sums.append(float(sum(losses[start: start + counts[i]])))
+            start += counts[i]
     return sums, counts
 
 
