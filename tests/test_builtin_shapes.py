@@ -41,7 +41,7 @@ def test_family_inventory():
     # every built-in shapes set is a data source, and no other
     from sftlab.data.config import SHAPES_SETS
 
-    assert set(SHAPES_SETS) == set(S.SETS) | set(S.CHAT_SETS)
+    assert set(SHAPES_SETS) == set(S.SETS) | set(S.CHAT_SETS) | {S.PLAIN_SET}
     phrasings = [p for f in S.FAMILIES.values() for p in f.phrasings]
     assert len(phrasings) == len(set(phrasings))  # no phrasing shared between families
     for fam in S.FAMILIES.values():
@@ -348,3 +348,19 @@ def test_stage2_chat_groups_every_question_of_an_image_into_one_conversation(nam
         assert len(c.images) == 1 and c.messages[0].content.startswith("<image>\n")
         assert sum(m.content.count("<image>") for m in c.messages) == 1
         assert [m.role for m in c.messages] == ["user", "assistant"] * (len(c.messages) // 2)
+
+
+def test_stage1_plain_is_one_image_and_caption_row_per_train_image():
+    """builtin:shapes-stage1-plain: LLaVA's plain stage-1 rows, a text document `<image>` + caption per
+    train image of the caption set; every image's caption rows agree, so none is lost."""
+    chats = S.load_set("shapes-stage1")
+    plain = S.load_set("shapes-stage1-plain")
+    by_image: dict[str, set[str]] = {}
+    for c in chats:
+        by_image.setdefault(c.images[0], set()).add(c.messages[-1].content)
+    assert all(len(v) == 1 for v in by_image.values())  # one caption per image, whatever the phrasing
+    assert len(plain) == len(by_image) == 600
+    for c in plain:
+        assert c.kind == "text" and len(c.images) == 1 and c.source.startswith("builtin:shapes-stage1-plain[")
+        assert c.messages[0].content == "<image>" + next(iter(by_image[c.images[0]])) == "<image>" + c.meta["answer"]
+    assert len({c.images[0] for c in plain}) == len(plain)

@@ -332,6 +332,9 @@ def test_missing_file_names_file_line_and_field(tmp_path):
                    {"role": "assistant", "content": "x"}], "images": ["b.png"]}, "images",
      ["1 image(s) in `images`", "only 0 `<image>` placeholder(s)", "1 image part(s) with their own url"]),
     ({"messages": user_assistant("<image>"), "images": ["a.png"], "image": "b.png"}, "image", ["both `images` and `image`"]),
+    # a plain (text) row has no user turn to put a missing placeholder in
+    ({"text": "A red square.", "image": "a.png"}, "image", ["no `<image>` placeholder and no user turn"]),
+    ({"text": "<image><image>A red square.", "image": "a.png"}, "image", ["2 `<image>` placeholder(s)", "1 image(s) in `image`"]),
 ])
 def test_placeholder_counts_that_do_not_match(tmp_path, row, field, words):
     png(tmp_path / "a.png")

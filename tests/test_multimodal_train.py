@@ -97,6 +97,27 @@ def test_expanded_ids_and_trained_positions_match_the_processor(mm_run):
         assert [ref[a:b] for a, b in r.image_spans] == [[image_id] * 4] * len(conv.images)
 
 
+def test_plain_text_rows_with_an_image_train_the_caption_and_eos_only(mm_run, tmp_path):
+    """LLaVA's plain stage-1 rows ({"text": "<image>caption", "image": ...}, no template): ids == the
+    processor's own expansion of the text + eos; trained = exactly the caption tokens + eos."""
+    cfg, paths = mm_run
+    plain = tmp_path / "plain.jsonl"
+    captions = {name: f"A {name} square." for name in paths}
+    plain.write_text("".join(json.dumps({"text": f"<image>{c}", "image": str(paths[n])}) + "\n" for n, c in captions.items()))
+    cfg["data"]["train"] = [{"path": str(plain)}]
+    tokenizer, processor, _, data = setup_data(load_config(cfg), None)
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    assert len(data.train.examples) == len(captions)
+    for r, (name, caption) in zip(sorted(data.train.examples, key=lambda r: r.images), sorted(captions.items(), key=lambda kv: str(paths[kv[0]]))):
+        assert r.kind == "text" and r.images == (str(paths[name]),)
+        ref = processor(text=f"<image>{caption}", images=[Image.open(paths[name]).convert("RGB")],
+                        return_tensors="pt")["input_ids"][0].tolist() + [tokenizer.eos_token_id]
+        assert r.input_ids == ref and ref[:4] == [image_id] * 4
+        answer = tokenizer(caption, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        assert [t for t, m in zip(r.input_ids, r.loss_mask) if m] == answer
+        assert r.loss_mask == [0] * 4 + [1] * len(answer)
+
+
 def test_packed_and_padded_loss_equal_one_example_at_a_time(mm_run):
     cfg, _ = mm_run
     rc = load_config(cfg)

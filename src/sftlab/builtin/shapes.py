@@ -13,6 +13,8 @@ an `<image>` placeholder starts the user turn, "images" holds absolute paths):
   stage1-captions.jsonl  "Describe the image briefly." (several phrasings) -> a caption naming
                          every object in reading order: "A red circle at the top left and a
                          blue square at the bottom."   (stage 1: train the projector only)
+                         shapes-stage1-plain (derived in memory): LLaVA's "plain" stage-1 form,
+                         one row per train image, `<image>` + its caption as a text document
   stage2-train.jsonl     one question of a SEEN family per conversation, on train images
   stage2-wide-train.jsonl  the same number of questions over the SEEN + TRAIN-ONLY families
   eval.jsonl             SEEN and HELD-OUT families, on eval images (never trained on)
@@ -787,6 +789,32 @@ def as_chats(questions: list[Conversation], name: str = CHAT_SET) -> list[Conver
     return out
 
 
+# derived in memory from the stage-1 captions: LLaVA's "plain" pretraining format
+PLAIN_SET = "shapes-stage1-plain"
+
+
+def as_plain(captions: list[Conversation]) -> list[Conversation]:
+    """LLaVA's stage-1 ("plain") rows from caption conversations: per image (first row of each, in
+    order), a text document `<image>` + caption, every caption token and the eos trained, the image
+    tokens not (LLaVA-1.5 pretrains its projector on `<image>` + caption + separator, no instruction,
+    no system prompt).
+
+    Why (measured on the demo's 1,200 caption rows): a chat caption row is ~68 tokens with the 9 image
+    tokens -- SmolLM2's default system prompt alone is 19 -- for ~17 trained; a plain row is ~26 for
+    the same ~17, so stage 1 costs ~40% of the compute. The caption rows' instruction phrasings differ
+    per row but the caption of an image does not, so one row per image loses no caption."""
+    out, seen = [], set()
+    for c in captions:
+        if c.images[0] in seen:
+            continue
+        seen.add(c.images[0])
+        caption = c.messages[-1].content
+        meta = {k: v for k, v in c.meta.items() if k != "phrasing"} | {"set": "stage1-plain"}
+        out.append(Conversation.document(IMAGE_PLACEHOLDER + caption, source=f"builtin:{PLAIN_SET}[{len(out)}]",
+                                         id=c.id, meta=meta, images=c.images))
+    return out
+
+
 def suite_dir(seed: int = 0, **sizes: Any) -> Path:
     """The cache folder of a suite: cache_dir()/shapes/v1-seed<seed>-<settings hash>."""
     from sftlab.model import cache_dir
@@ -818,13 +846,16 @@ def read_jsonl(path: str | Path) -> list[Conversation]:
 
 
 def load_set(name: str, seed: int = 0) -> list[Conversation]:
-    """A built-in set by name: shapes-stage1, shapes-stage2 (the 5 seen families), shapes-stage2-wide (the
+    """A built-in set by name: shapes-stage1 (or shapes-stage1-plain: one `<image>` + caption text row
+    per image), shapes-stage2 (the 5 seen families), shapes-stage2-wide (the
     same 3,000 questions spread over the 5 + 3 train-only families), either with -chat (its questions as
     one multi-turn conversation per image), or shapes-eval (written once into the cache)."""
+    if name == PLAIN_SET:
+        return as_plain(read_jsonl(ensure_suite(seed)["stage1"]))
     if name in CHAT_SETS:
         return as_chats(read_jsonl(ensure_suite(seed)[CHAT_SETS[name]]), name)
     if name not in SETS:
-        raise ValueError(f"unknown shapes set {name!r}; fix: use one of {sorted([*SETS, *CHAT_SETS])}")
+        raise ValueError(f"unknown shapes set {name!r}; fix: use one of {sorted([*SETS, *CHAT_SETS, PLAIN_SET])}")
     return read_jsonl(ensure_suite(seed)[SETS[name]])
 
 

@@ -10,8 +10,9 @@ Five input formats, detected from a row's keys (first match wins, in this order)
 | `prompt_completion` | prompt, completion         |                             |
 | `text`              | text                       |                             |
 
-Images (LLaVA-style multimodal data): the conversation formats (all but `text`) also take a row-level
-`images` list (TRL) or `image` (LLaVA: one reference or a list), and OpenAI content parts
+Images (LLaVA-style multimodal data): every format also takes a row-level `images` list (TRL) or
+`image` (LLaVA: one reference or a list) -- a `text` row with an image is LLaVA's plain stage-1 form,
+`<image>` + caption, every token but the image's trained -- and OpenAI content parts
 `{"type": "image_url", "image_url": {"url": ...}}` / `{"type": "image", "image": ...}`; a bare
 `{"type": "image"}` part takes the next entry of the row's `images`. Each image stands in the text as
 the `<image>` placeholder; `Conversation.images` lists them in placeholder order (see `ImageRefs`).
@@ -51,7 +52,7 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
     "sharegpt": ("system", *IMAGE_KEYS),
     "alpaca": ("input", "system", "history", *IMAGE_KEYS),
     "prompt_completion": IMAGE_KEYS,
-    "text": (),
+    "text": IMAGE_KEYS,  # LLaVA's plain stage-1 rows: {"text": "<image>A red circle ...", "image": "x.png"}
 }
 # Formats whose fields hold a conversation; a row matching two of them is ambiguous (text is not one:
 # a `text` column beside `messages` is commonly a rendered copy, kept in meta).
@@ -641,10 +642,9 @@ def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool =
         raise RowError(row.problems)
     image_refs: tuple[str, ...] = ()
     added, stray = 0, False
-    if fmt != "text":
-        messages, image_refs, added, stray = _attach_images(rec, fmt, messages, row, images)
-        if row.problems:
-            raise RowError(row.problems)
+    messages, image_refs, added, stray = _attach_images(rec, fmt, messages, row, images)
+    if row.problems:
+        raise RowError(row.problems)
 
     # A text document saved in the canonical form comes back as one assistant message: keep it a
     # text row, or the renderer would wrap it in a chat template.
