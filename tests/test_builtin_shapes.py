@@ -41,7 +41,7 @@ def test_family_inventory():
     # every built-in shapes set is a data source, and no other
     from sftlab.data.config import SHAPES_SETS
 
-    assert set(SHAPES_SETS) == set(S.SETS) | set(S.CHAT_SETS) | {S.PLAIN_SET}
+    assert set(SHAPES_SETS) == set(S.SETS) | set(S.CHAT_SETS) | {S.PER_IMAGE_SET, S.PLAIN_SET}
     phrasings = [p for f in S.FAMILIES.values() for p in f.phrasings]
     assert len(phrasings) == len(set(phrasings))  # no phrasing shared between families
     for fam in S.FAMILIES.values():
@@ -364,3 +364,9 @@ def test_stage1_plain_is_one_image_and_caption_row_per_train_image():
         assert c.kind == "text" and len(c.images) == 1 and c.source.startswith("builtin:shapes-stage1-plain[")
         assert c.messages[0].content == "<image>" + next(iter(by_image[c.images[0]])) == "<image>" + c.meta["answer"]
     assert len({c.images[0] for c in plain}) == len(plain)
+    per_image = S.load_set("shapes-stage1-per-image")  # the chat rows the plain ones come from, same order
+    assert [c.images for c in per_image] == [c.images for c in plain] and [c.id for c in per_image] == [c.id for c in plain]
+    firsts = {}
+    for c in chats:
+        firsts.setdefault(c.images[0], c)
+    assert [c.to_json() for c in per_image] == [c.to_json() for c in firsts.values()]
