@@ -798,10 +798,10 @@ def first_per_image(captions: list[Conversation]) -> list[Conversation]:
     """The first row of each image, in the given order (600 of the 1,200 caption rows: each image's caption
     once, under one of its instruction phrasings).
 
-    Why (measured on the demo, seed 0): the caption of an image is the same in both of its rows, so the
-    second pass teaches the projector little: one row per image at 256 tokens/step (183 steps) ended stage 1
-    at a caption loss of 0.534 (last 20 steps) against 0.550 for all 1,200 rows at 512 tokens/step (169
-    steps), for half the compute."""
+    Measured as a cheaper demo stage 1 (half the compute; 256 tokens/step, ~183 steps) and not kept: its
+    seed-0 caption loss was lower (0.534 over the last 20 steps vs 0.550 for all 1,200 rows at 512 tokens/
+    step), but the tuned models were worse over 3 seeds (41.9 / 35.9 / 29.7% on all held-out questions
+    against 41.2 / 37.2 / 38.8%; docs/multimodal.md)."""
     seen: set[str] = set()
     out = []
     for c in captions:
