@@ -640,8 +640,6 @@ def to_conversation(rec: Any, fmt: str, source: str, *, require_response: bool =
     messages = ADAPTERS[fmt](rec, row, require_response)
     if row.problems:
         raise RowError(row.problems)
-    image_refs: tuple[str, ...] = ()
-    added, stray = 0, False
     messages, image_refs, added, stray = _attach_images(rec, fmt, messages, row, images)
     if row.problems:
         raise RowError(row.problems)
