@@ -41,7 +41,7 @@ def test_family_inventory():
     # every built-in shapes set is a data source, and no other
     from sftlab.data.config import SHAPES_SETS
 
-    assert set(SHAPES_SETS) == set(S.SETS) | set(S.CHAT_SETS) | {S.PER_IMAGE_SET, S.PLAIN_SET}
+    assert set(SHAPES_SETS) == set(S.SETS) | set(S.DERIVED_SETS)
     phrasings = [p for f in S.FAMILIES.values() for p in f.phrasings]
     assert len(phrasings) == len(set(phrasings))  # no phrasing shared between families
     for fam in S.FAMILIES.values():

@@ -62,6 +62,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -761,7 +762,6 @@ def write_suite(folder: str | Path, *, seed: int = 0, **sizes: Any) -> dict[str,
 SETS = {"shapes-stage1": "stage1", "shapes-stage2": "stage2", "shapes-stage2-wide": "stage2-wide", "shapes-eval": "eval"}
 # derived in memory from a stage-2 set: its questions grouped by image into multi-turn conversations
 CHAT_SET = "shapes-stage2-chat"
-CHAT_SETS = {CHAT_SET: "stage2", "shapes-stage2-wide-chat": "stage2-wide"}
 
 
 def as_chats(questions: list[Conversation], name: str = CHAT_SET) -> list[Conversation]:
@@ -835,6 +835,15 @@ def as_plain(captions: list[Conversation]) -> list[Conversation]:
     return out
 
 
+# every set derived in memory from a suite file: name -> (the file's key in FILES, how its rows become the set)
+DERIVED_SETS: dict[str, tuple[str, Callable[[list[Conversation]], list[Conversation]]]] = {
+    CHAT_SET: ("stage2", partial(as_chats, name=CHAT_SET)),
+    "shapes-stage2-wide-chat": ("stage2-wide", partial(as_chats, name="shapes-stage2-wide-chat")),
+    PER_IMAGE_SET: ("stage1", first_per_image),
+    PLAIN_SET: ("stage1", as_plain),
+}
+
+
 def suite_dir(seed: int = 0, **sizes: Any) -> Path:
     """The cache folder of a suite: cache_dir()/shapes/v1-seed<seed>-<settings hash>."""
     from sftlab.model import cache_dir
@@ -870,14 +879,11 @@ def load_set(name: str, seed: int = 0) -> list[Conversation]:
     shapes-stage1-plain: one `<image>` + caption text row per image), shapes-stage2 (the 5 seen families), shapes-stage2-wide (the
     same 3,000 questions spread over the 5 + 3 train-only families), either with -chat (its questions as
     one multi-turn conversation per image), or shapes-eval (written once into the cache)."""
-    if name == PER_IMAGE_SET:
-        return first_per_image(read_jsonl(ensure_suite(seed)["stage1"]))
-    if name == PLAIN_SET:
-        return as_plain(read_jsonl(ensure_suite(seed)["stage1"]))
-    if name in CHAT_SETS:
-        return as_chats(read_jsonl(ensure_suite(seed)[CHAT_SETS[name]]), name)
+    if name in DERIVED_SETS:
+        key, derive = DERIVED_SETS[name]
+        return derive(read_jsonl(ensure_suite(seed)[key]))
     if name not in SETS:
-        raise ValueError(f"unknown shapes set {name!r}; fix: use one of {sorted([*SETS, *CHAT_SETS, PER_IMAGE_SET, PLAIN_SET])}")
+        raise ValueError(f"unknown shapes set {name!r}; fix: use one of {sorted([*SETS, *DERIVED_SETS])}")
     return read_jsonl(ensure_suite(seed)[SETS[name]])
 
 

@@ -20,7 +20,7 @@ BUILTIN_SETS = {"tasks-train": 0, "tasks": 0, "tasks-eval": 1}  # name -> index 
 # the FLAN-style mixture (sftlab.builtin.flan.mixture) with its default knobs, seed 0
 FLAN_SETS = ("flan-train", "flan-eval")
 # the multimodal shapes suite (sftlab.builtin.shapes): written once into cache_dir()/shapes, then read
-# (tests/test_builtin_shapes.py checks this list against sftlab.builtin.shapes.SETS + CHAT_SETS + PER_IMAGE_SET + PLAIN_SET)
+# (tests/test_builtin_shapes.py checks this list against sftlab.builtin.shapes.SETS + DERIVED_SETS)
 SHAPES_SETS = ("shapes-stage1", "shapes-stage1-per-image", "shapes-stage1-plain", "shapes-stage2", "shapes-stage2-chat",
                "shapes-stage2-wide", "shapes-stage2-wide-chat", "shapes-eval")
 
