@@ -40,6 +40,7 @@ class LoraSettings(Strict):
     alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
     target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="module names to adapt, or all-linear")
+    layers: list[Annotated[int, Field(ge=0)]] | None = Field(None, description="adapt only these decoder layers (0 = nearest the input; peft layers_to_transform); null = every layer. With nothing trainable below the lowest adapted layer (e.g. a frozen projector), the backward stops there")
     use_dora: bool = Field(False, description="DoRA (peft use_dora): each adapted weight split into a magnitude vector and a direction that LoRA updates; slower per step, no fused LoRA fast path (docs/training.md)")
 
 
@@ -81,6 +82,7 @@ class SpeedConfig(Strict):
     fused_lora: bool = Field(True, description="LoRA layers add their update with one addmm instead of peft's matmul + multiply + add (same math, faster; see speed/fused_lora.py)")
     fused_mlp: bool = Field(True, description="SwiGLU MLP blocks (Llama, Mistral, Qwen2/3) keep 2 instead of 4 [tokens, intermediate] activations for the backward and recompute the rest (same math, less memory; see speed/fused_mlp.py)")
     packed_attention: bool = Field(True, description="with sdpa, attend within each packed example instead of one masked attention over the whole row (same math, faster; see speed/packed_attention.py)")
+    shared_prefix: bool = Field(True, description="a vision-language model whose language model is frozen (LLaVA stage 1) reads the tokens every example starts with (e.g. the template's default system prompt) once per run, as a KV cache, instead of in every row (same math; see speed/shared_prefix.py)")
     cpu_matmul: Literal["auto", "torch", "openblas"] = Field("auto", description="CPU fp32 training: the BLAS for the linear layers' products (LoRA layers, SwiGLU down projection, lm_head). auto = time both once at start (~0.5 s) and use numpy's OpenBLAS where it is >= 1.1x faster than torch's MKL (AMD CPUs: ~1.25x); torch = always torch; openblas = always OpenBLAS (an error if numpy has none). See speed/cpu_blas.py; a resumed run reuses the choice its checkpoint recorded")
     loss_chunk_tokens: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field("auto", description="lm_head + cross-entropy over this many trained positions at a time, gradients made right away, so the [positions, vocab] logits and their log-softmax are never kept for the backward (memory; see speed/chunked_loss.py); auto = 2^25 logits per chunk (682 positions for a 49k vocabulary) where the model allows it, else the standard path; null = all at once, autograd keeps the log-softmax")
 

@@ -413,8 +413,9 @@ def is_quantized(model) -> bool:
     return bool(getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_quantized", False))
 
 
-def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | str, *, use_dora: bool = False):
-    """peft LoRA (DoRA with `use_dora`) on `model`. A 4-bit model (QLoRA) first goes through peft's
+def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str] | str, *, use_dora: bool = False,
+             layers: list[int] | None = None):
+    """peft LoRA (DoRA with `use_dora`) on `model`, in every decoder layer or only in `layers`. A 4-bit model (QLoRA) first goes through peft's
     prepare_model_for_kbit_training: everything frozen, the non-quantised weights in fp32."""
     from peft import LoraConfig, get_peft_model
 
@@ -423,9 +424,26 @@ def add_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str
 
         # sftlab turns gradient checkpointing on itself (train.enable_gradient_checkpointing, non-reentrant)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if layers:
+        check_lora_layers(layers, model.config.get_text_config().num_hidden_layers)
+        if target_modules == "all-linear":  # peft takes layers_to_transform only with a list of module names
+            import torch
+
+            target_modules = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                                     if isinstance(m, torch.nn.Linear) and ".layers." in n})
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM",
-                     use_dora=use_dora)
+                     use_dora=use_dora, layers_to_transform=sorted(set(layers)) if layers else None)
     return get_peft_model(model, cfg)
+
+
+def check_lora_layers(layers: list[int], n_layers: int) -> None:
+    """lora.layers must name layers the model has (peft would only say that no target module was found)."""
+    from sftlab.errors import ConfigError
+
+    missing = sorted(set(layers) - set(range(n_layers)))
+    if missing:
+        raise ConfigError(f"lora.layers {missing}: the model has {n_layers} decoder layers, numbered 0 to {n_layers - 1} "
+                          f"(0 = nearest the input); fix lora.layers")
 
 
 def save_model(model, tokenizer, out: Path, *, base_model: str | None = None, card: str | None = None) -> None:

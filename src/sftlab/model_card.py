@@ -55,7 +55,8 @@ def model_card(cfg: RunConfig, data: Prepared, *, base_model: str | None, steps:
     t = cfg.train
     if lora:
         targets = cfg.lora.target_modules if isinstance(cfg.lora.target_modules, str) else ", ".join(cfg.lora.target_modules)
-        method = (f"LoRA r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout {cfg.lora.dropout:g}, modules: {targets} "
+        where = f" in decoder layers {', '.join(map(str, sorted(set(cfg.lora.layers))))}" if cfg.lora.layers else ""
+        method = (f"LoRA r={cfg.lora.r}, alpha={cfg.lora.alpha}, dropout {cfg.lora.dropout:g}, modules: {targets}{where} "
                   "(this folder holds the adapter; it loads on top of the base model)")
     else:
         method = "full fine-tuning (every weight trained; this folder holds the whole model)"

@@ -41,6 +41,7 @@ from sftlab.config import RunConfig
 from sftlab.errors import SftlabError
 from sftlab.kl import KLToBase, reference_copy
 from sftlab.loss import summed_loss
+from sftlab.speed import shared_prefix
 from sftlab.model import add_lora, count_parameters, load_model, load_tokenizer, save_model
 from sftlab.model_card import model_card
 from sftlab.pack import Batch, PackedDataset
@@ -86,6 +87,7 @@ def train(cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, forc
           speed.enabled(run.eager_model, cfg.train.speed, accelerator.device, recorded=start.kernels,
                         autocast=cfg.train.autocast, log=run.log) as fast):
         run.meta["speed"] = fast.kernels  # saved with every checkpoint: a resumed run computes with the same kernels
+        fast.loss = shared_prefix.wrap(fast.loss, run.eager_model, cfg, run.data.train.examples, run.log)
         outcome = loop(run, start, fast)
         if not outcome.stopped_early:
             final_evaluation(run, outcome, fast)
@@ -204,7 +206,8 @@ def setup_model(cfg: RunConfig, model, tokenizer, added_tokens, processor=None) 
     if added_tokens:
         model.resize_token_embeddings(len(tokenizer))
     if cfg.lora.enabled:
-        model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules, use_dora=cfg.lora.use_dora)
+        model = add_lora(model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules, use_dora=cfg.lora.use_dora,
+                         layers=cfg.lora.layers)
     if cfg.train.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if cfg.train.neftune_alpha:  # noise on the input embeddings in training forwards only (neftune.py)

@@ -100,7 +100,7 @@ def apply_trainable(model, cfg):
     if cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
 
-        targets = lora_targets(model, cfg.lora.target_modules)
+        targets = lora_targets(model, cfg.lora.target_modules, cfg.lora.layers)
         save = [PARTS[p] for p in ("projector", "vision_tower") if p in mm.trainable]
         lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=targets,
                           modules_to_save=save or None, task_type="CAUSAL_LM", use_dora=cfg.lora.use_dora)
@@ -110,8 +110,9 @@ def apply_trainable(model, cfg):
     return model
 
 
-def lora_targets(model, target_modules) -> str:
-    """A peft target regex: the language model's linear layers named in `target_modules` (or all)."""
+def lora_targets(model, target_modules, layers: list[int] | None = None) -> str:
+    """A peft target regex: the language model's linear layers named in `target_modules` (or all), in
+    every decoder layer or only in `layers` (lora.layers)."""
     import torch
 
     names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and part_of(n + ".") == "language_model"
@@ -121,4 +122,9 @@ def lora_targets(model, target_modules) -> str:
     if not wanted:
         raise ConfigError(f"lora.target_modules {target_modules} matches no linear layer of the language model "
                           f"(it has: {', '.join(leaves)})")
-    return rf"^(.*\.)?language_model\..*\.({'|'.join(map(re.escape, wanted))})$"
+    if layers:
+        from sftlab.model import check_lora_layers
+
+        check_lora_layers(layers, 1 + max((int(m.group(1)) for n in names if (m := re.search(r"\.layers\.(\d+)\.", n))), default=-1))
+    where = rf"(.*\.)?layers\.({'|'.join(str(i) for i in sorted(set(layers)))})\." if layers else ""
+    return rf"^(.*\.)?language_model\.{where}.*\.({'|'.join(map(re.escape, wanted))})$"

@@ -35,18 +35,21 @@ _registered = False
 
 
 def example_spans(position_ids: torch.Tensor | None, q_len: int, kv_len: int, batch: int) -> list[tuple[int, int]] | None:
-    """[(start, end)] of each packed example, or None when the row is not a plain packed row.
+    """[(start, end)] of each packed example's queries, or None when the row is not a plain packed row.
 
-    Packed = one row, no cache (queries == keys == positions), positions 0..a-1, 0..b-1, ...; a row
-    holding one example (positions 0..n-1) gives one span."""
-    if position_ids is None or batch != 1 or q_len != kv_len or position_ids.shape[-1] != q_len or q_len < 2:
+    Packed = one row, positions 0..a-1, 0..b-1, ... (no cache: queries == keys); a row holding one
+    example (positions 0..n-1) gives one span. With a cache of P = kv_len - q_len keys (a prefix every
+    example shares, speed/shared_prefix.py) the positions run P..P+a-1, P..P+b-1, ... instead, and each
+    example attends to the P cached keys and then its own."""
+    past = kv_len - q_len
+    if position_ids is None or batch != 1 or past < 0 or position_ids.shape[-1] != q_len or q_len < 2:
         return None
     pos = position_ids.reshape(-1, q_len)[0]
-    starts = (pos == 0).nonzero().flatten()
+    starts = (pos == past).nonzero().flatten()
     if len(starts) < 1 or int(starts[0]) != 0:
         return None
-    # within an example every position is the previous + 1; at a start it is 0
-    step_ok = (pos[1:] == pos[:-1] + 1) | (pos[1:] == 0)
+    # within an example every position is the previous + 1; at a start it is P
+    step_ok = (pos[1:] == pos[:-1] + 1) | (pos[1:] == past)
     if not bool(step_ok.all()):
         return None
     bounds = starts.tolist() + [q_len]
@@ -62,28 +65,35 @@ def packed_sdpa(module, query, key, value, attention_mask, **kwargs):
         kwargs.get("is_causal", getattr(module, "is_causal", True)) is not False
     if plain_causal:
         spans = example_spans(kwargs.get("position_ids"), query.shape[2], key.shape[2], query.shape[0])
-    if spans is None or (len(spans) == 1 and spans[0][1] < 2 * QUERY_CHUNK):
+    past = key.shape[2] - query.shape[2]  # keys of a shared prefix in the cache (0 without one)
+    if spans is None or (past == 0 and len(spans) == 1 and spans[0][1] < 2 * QUERY_CHUNK):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    outs = [_example_attention(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], kwargs) for s, e in spans]
+    if past:
+        outs = [_example_attention(module, query[:, :, s:e], torch.cat([key[:, :, :past], key[:, :, past + s:past + e]], 2),
+                                   torch.cat([value[:, :, :past], value[:, :, past + s:past + e]], 2), kwargs, past)
+                for s, e in spans]
+    else:
+        outs = [_example_attention(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], kwargs) for s, e in spans]
     return (torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]), None  # [B, T, heads, head_dim]
 
 
-def _example_attention(module, query, key, value, kwargs):
-    """Causal attention of one example; long ones in query chunks with lower-right causal masks."""
+def _example_attention(module, query, key, value, kwargs, past: int = 0):
+    """Causal attention of one example, whose queries follow `past` keys they all see (a shared prefix);
+    long ones in query chunks with lower-right causal masks."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     n = query.shape[2]
-    if n < 2 * QUERY_CHUNK:
+    if past == 0 and n < 2 * QUERY_CHUNK:
         return sdpa_attention_forward(module, query, key, value, None, **kwargs)[0]
     outs = []
     for a in range(0, n, QUERY_CHUNK):
         b = min(n, a + QUERY_CHUNK)
-        if a == 0:  # the first chunk sees only itself: plain causal
+        if past == 0 and a == 0:  # the first chunk sees only itself: plain causal
             outs.append(sdpa_attention_forward(module, query[:, :, :b], key[:, :, :b], value[:, :, :b], None, **kwargs)[0])
             continue
-        # query a + i attends keys 0 .. a + i (True = attend)
-        mask = torch.arange(b, device=query.device)[None, :] <= torch.arange(a, b, device=query.device)[:, None]
-        outs.append(sdpa_attention_forward(module, query[:, :, a:b], key[:, :, :b], value[:, :, :b], mask[None, None],
+        # query a + i attends keys 0 .. past + a + i (True = attend)
+        mask = torch.arange(past + b, device=query.device)[None, :] <= past + torch.arange(a, b, device=query.device)[:, None]
+        outs.append(sdpa_attention_forward(module, query[:, :, a:b], key[:, :, :past + b], value[:, :, :past + b], mask[None, None],
                                            **{**kwargs, "is_causal": False})[0])
     return torch.cat(outs, dim=1)
 
