@@ -3,8 +3,8 @@
 1. stage 1 (configs/vlm-stage1.yaml): a new LLaVA = embedded SmolLM2-135M-Instruct + a small SigLIP
    tower built here (seeded random weights: nothing pretrained can be downloaded here) + a fresh
    projector; only the projector trains, on captions of procedurally drawn shapes.
-2. stage 2 (configs/vlm-stage2.yaml): from stage 1's model, LoRA on the language model + the
-   projector, on questions of 5 seen families about the training images.
+2. stage 2 (configs/vlm-stage2.yaml): from stage 1's model, LoRA on the language model's upper half
+   (projector frozen after stage 1), on questions of 5 seen families about the training images.
 3. evaluation on held-out images: the stage-1-only model vs the tuned one on the 5 seen families
    and 3 never-trained ones, accuracy with 95% intervals and paired differences, response
    perplexity, and an HTML report with the images next to both models' answers.
@@ -53,7 +53,7 @@ def run_demo(out: str | Path = "runs/vlm-quickstart", *, overwrite: bool = False
     s1 = train_stage("vlm-stage1", out / "stage1", seeds + [f"multimodal.seed={seed}", *stage1_overrides]
                      + ([f"train.max_steps={stage1_steps}"] if stage1_steps else []), overwrite, log)
     t1 = time.time()
-    log("\n[2/3] stage 2: visual instruction tuning (LoRA on the language model + projector, question families)")
+    log("\n[2/3] stage 2: visual instruction tuning (LoRA on the language model's upper layers, question families)")
     s2 = train_stage("vlm-stage2", out / "stage2", [f"model.name={s1}", *seeds, *stage2_overrides]
                      + ([f"train.max_steps={stage2_steps}"] if stage2_steps else []), overwrite, log)
     t2 = time.time()

@@ -10,6 +10,7 @@ rounding, has a plain fallback, and an equivalence test:
 | `packed_attention` | packed_attention.py | sdpa per packed example (tests/test_packed_attention.py) |
 | `cpu_matmul` | cpu_blas.py | CPU fp32 products through numpy's OpenBLAS (tests/test_cpu_blas.py) |
 | `loss_chunk_tokens` | chunked_loss.py | lm_head + cross-entropy in chunks (tests/test_train_techniques.py) |
+| `shared_prefix` | shared_prefix.py | a frozen LM (VLM stage 1) reads the prefix all examples share once (tests/test_shared_prefix.py; wrapped around `loss` by train.py, which has the data) |
 | `train.autocast: auto` | cpu_bf16.py | bf16 autocast where this CPU's bf16 products are >= 1.5x faster (AMX) |
 
 The training recipe knows only `enabled()`:
