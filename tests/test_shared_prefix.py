@@ -47,6 +47,7 @@ def _model_and_data(cfg):
     for p in model.parameters():  # a projector far from ~0, so image features matter to every later token
         if p.requires_grad:
             torch.nn.init.normal_(p, std=0.3)
+    model.processor = processor  # for the evaluation test
     return rc, tokenizer, model, data
 
 
@@ -148,3 +149,17 @@ def test_training_with_and_without_it_logs_the_same_losses(stage1, tmp_path, cap
     a, b = losses(on), losses(off)
     assert len(a) == len(b) == 3
     assert a == pytest.approx(b, rel=1e-4)
+
+
+def test_evaluation_answer_losses_are_the_same_with_the_prefix_read_once(stage1):
+    from sftlab.data.load import load_conversations
+    from sftlab.multimodal.evaluate import answer_losses
+
+    _, _, model, _ = _model_and_data(stage1)
+    convs = load_conversations(stage1["data"]["train"][0]["path"]).conversations
+    # rows of 200 tokens: several examples each, and a prefix (the system turn) in every one of them
+    sums, counts = answer_losses(model, model.processor, convs, tokens_per_row=200)
+    ref_sums, ref_counts = answer_losses(model, model.processor, convs, tokens_per_row=200, shared_prefix=False)
+    assert counts == ref_counts and len(sums) == len(convs)
+    assert sums == pytest.approx(ref_sums, rel=1e-5)
+    assert len(set(round(x, 3) for x in sums)) > 1

@@ -172,26 +172,33 @@ def answer(model, processor, convs: list[Conversation], *, max_new_tokens: int =
 
 
 @torch.no_grad()
-def answer_losses(model, processor, convs: list[Conversation], *, tokens_per_row: int = 1024) -> tuple[list[float], list[int]]:
+def answer_losses(model, processor, convs: list[Conversation], *, tokens_per_row: int = 1024,
+                  shared_prefix: bool = True) -> tuple[list[float], list[int]]:
     """(summed cross-entropy, trained tokens) of each conversation's assistant turns, as training counts them.
 
     The examples are packed back to back, in order, into rows of <= `tokens_per_row` tokens (position_ids
     restart per example, so no attention crosses examples: tests/test_pack.py), one forward per row: one
-    forward per ~60-token example took ~70 s of the demo's evaluation per model on 2 cores (measured)."""
+    forward per ~60-token example took ~70 s of the demo's evaluation per model on 2 cores (measured).
+    `shared_prefix`: the tokens every example starts with (the template's default system prompt: 24 of
+    the demo's ~75) are read once, as a KV cache (speed/shared_prefix.py; same losses up to rounding)."""
     from sftlab.loss import per_token_losses
     from sftlab.multimodal.vision import VisionInputs
     from sftlab.pack import IGNORE, PackedDataset, collate_packed
     from sftlab.render import Renderer
+    from sftlab.speed.shared_prefix import MIN_PREFIX, SharedPrefix, common_prefix
 
     renderer = Renderer(processor.tokenizer)
     vision = VisionInputs(processor)
     rows = vision.expand(renderer.render_batch(convs), convs)
     counts = [int((collate_packed([r]).labels != IGNORE).sum()) for r in rows]
     ds = PackedDataset(rows, tokens_per_row, order="as_given", vision=vision)
+    P = common_prefix(rows) if shared_prefix else 0
+    prefix = SharedPrefix(rows[0].input_ids[:P]) if P >= MIN_PREFIX else None
     model.eval()
     sums: list[float] = []
     for b in range(len(ds)):
-        losses = per_token_losses(model, ds.batch(b)).tolist()
+        batch = ds.batch(b)
+        losses = per_token_losses(model, prefix.prepare(model, batch) if prefix else batch).tolist()
         want = sum(counts[i] for i in ds.bins[b])
         if len(losses) != want:
             raise RuntimeError(f"packed row {b}: {len(losses)} trained-token losses for {want} trained tokens")

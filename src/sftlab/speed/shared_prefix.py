@@ -74,25 +74,38 @@ def why_not(model, cfg) -> str | None:
     return None
 
 
-class SharedPrefixLoss:
-    """loss_fn(model, batch) over the rows without their shared prefix; `inner` is the plain or fast loss."""
+class SharedPrefix:
+    """Packed rows without the prefix every example shares; the prefix's keys and values computed once."""
 
-    def __init__(self, inner: Callable, prefix: list[int]):
-        self.inner, self.prefix = inner, torch.tensor(prefix, dtype=torch.long)
+    def __init__(self, prefix: list[int]):
+        self.prefix = torch.tensor(prefix, dtype=torch.long)
         self.kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.rows_shortened = self.rows_plain = 0
 
-    def __call__(self, model, batch: Batch):
+    def prepare(self, model, batch: Batch) -> Batch:
+        """The row shortened, with the prefix cache and the mask as model inputs; or `batch` itself
+        when its examples do not all start with the prefix (then the model reads it whole)."""
         short = strip_prefix(batch, self.prefix)
         if short is None:
             self.rows_plain += 1
-            return self.inner(model, batch)
-        if self.kv is None:  # here, inside the training forward's autocast and kernels
+            return batch
+        if self.kv is None:  # lazily: in a training run, inside the forward's autocast and kernels
             self.kv = prefix_kv(model, self.prefix.to(batch.input_ids.device))
         self.rows_shortened += 1
         short.extra = {**short.extra, cache_argument(model): prefix_cache(self.kv),
                        "attention_mask": prefix_mask(short.position_ids, len(self.prefix))}
-        return self.inner(model, short)
+        return short
+
+
+class SharedPrefixLoss(SharedPrefix):
+    """loss_fn(model, batch) over the rows without their shared prefix; `inner` is the plain or fast loss."""
+
+    def __init__(self, inner: Callable, prefix: list[int]):
+        super().__init__(prefix)
+        self.inner = inner
+
+    def __call__(self, model, batch: Batch):
+        return self.inner(model, self.prepare(model, batch))
 
 
 def strip_prefix(batch: Batch, prefix: torch.Tensor) -> Batch | None:
