@@ -239,7 +239,7 @@ def test_new_keys_off_keep_the_fingerprint_of_older_runs():
     cfg = RunConfig.model_validate({"model": {"name": "some/model"}, "lora": {"r": 8}, "data": {"train": [{"path": "train.jsonl"}]},
                                     "train": {"lr": 1e-4, "max_steps": 5}})
     assert cfg.fingerprint() == "516913a9bef434cc"
-    for key, value in (("model.load_in_4bit", True), ("lora.use_dora", True), ("train.neftune_alpha", 5.0)):
+    for key, value in (("model.load_in_4bit", True), ("lora.use_dora", True), ("lora.layers", [1]), ("train.neftune_alpha", 5.0)):
         section, name = key.split(".")
         changed = cfg.model_copy(update={section: getattr(cfg, section).model_copy(update={name: value})})
         assert changed.fingerprint() != cfg.fingerprint(), key

@@ -245,7 +245,7 @@ class RunConfig(Strict):
         if payload["train"].get("kl_to_base") == KLToBaseConfig().model_dump(mode="json"):
             payload["train"].pop("kl_to_base", None)
         for section, key, off in (("model", "load_in_4bit", (False,)), ("lora", "use_dora", (False,)),
-                                  ("train", "neftune_alpha", (None, 0))):
+                                  ("lora", "layers", (None,)), ("train", "neftune_alpha", (None, 0))):
             if payload[section].get(key) in off:  # off: the result of a run from before the key existed
                 payload[section].pop(key, None)
         for key in ("train", "eval"):
