@@ -1,7 +1,6 @@
 """lora.layers: LoRA in some decoder layers only; with nothing trainable below them, the backward stops there."""
 
 import pytest
-import torch
 
 from sftlab.config import load_config
 from sftlab.errors import ConfigError

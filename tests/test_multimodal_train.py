@@ -12,10 +12,8 @@ from PIL import Image
 
 from helpers import make_model_folder
 from sftlab.config import load_config
-from sftlab.conversation import Conversation
 from sftlab.loss import summed_loss
-from sftlab.pack import IGNORE, PackedDataset, apply_length_policy
-from sftlab.render import Renderer
+from sftlab.pack import PackedDataset, apply_length_policy
 from sftlab.train import setup_data, setup_model, train
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (40, 60, 220), "yellow": (230, 210, 30)}
