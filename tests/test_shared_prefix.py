@@ -9,34 +9,27 @@ import json
 import pytest
 import torch
 
-from helpers import make_model_folder
 from sftlab.config import load_config
 from sftlab.loss import summed_loss
 from sftlab.render import Rendered
 from sftlab.speed import shared_prefix as sp
 from sftlab.speed.packed_attention import packed_attention
 from sftlab.train import setup_data, setup_model, train
-from test_multimodal_train import rows, write_images
+from test_multimodal_train import mm_run, rows  # noqa: F401 - mm_run is a fixture
 
 SYSTEM = "You are a careful assistant who looks at images."
 
 
 @pytest.fixture
-def stage1(tmp_path):
-    """A tiny LLaVA stage 1 (projector only) on rows that all start with the same system message."""
-    data = tmp_path / "mm.jsonl"
-    rs = rows(write_images(tmp_path / "img"))
+def stage1(mm_run, tmp_path):  # noqa: F811 - the fixture imported above
+    """test_multimodal_train's tiny LLaVA stage 1 (projector only), its rows all starting with the same system message."""
+    cfg, paths = mm_run
+    rs = rows(paths)
     for r in rs:
         r["messages"].insert(0, {"role": "system", "content": SYSTEM})
+    data = tmp_path / "mm-system.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rs))
-    return {
-        "model": {"name": str(make_model_folder(tmp_path))},
-        "lora": {"enabled": False},
-        "multimodal": {"vision_encoder": "builtin:tiny-siglip", "image_size": 32, "patch_size": 16, "trainable": ["projector"]},
-        "data": {"train": [{"path": str(data)}], "max_len": 128, "cache": False},
-        "train": {"output_dir": str(tmp_path / "stage1"), "lr": 1e-2, "max_steps": 3, "tokens_per_batch": 256,
-                  "warmup_ratio": 0.0, "save_every": 0},
-    }
+    return {**cfg, "data": {**cfg["data"], "train": [{"path": str(data)}]}, "train": {**cfg["train"], "tokens_per_batch": 256}}
 
 
 def _model_and_data(cfg):
