@@ -185,15 +185,15 @@ def answer_losses(model, processor, convs: list[Conversation], *, tokens_per_row
     from sftlab.multimodal.vision import VisionInputs
     from sftlab.pack import IGNORE, PackedDataset, collate_packed
     from sftlab.render import Renderer
-    from sftlab.speed.shared_prefix import MIN_PREFIX, SharedPrefix, common_prefix
+    from sftlab.speed.shared_prefix import SharedPrefix, shared_prefix_ids
 
     renderer = Renderer(processor.tokenizer)
     vision = VisionInputs(processor)
     rows = vision.expand(renderer.render_batch(convs), convs)
     counts = [int((collate_packed([r]).labels != IGNORE).sum()) for r in rows]
     ds = PackedDataset(rows, tokens_per_row, order="as_given", vision=vision)
-    P = common_prefix(rows) if shared_prefix else 0
-    prefix = SharedPrefix(rows[0].input_ids[:P]) if P >= MIN_PREFIX else None
+    ids = shared_prefix_ids(rows) if shared_prefix else []
+    prefix = SharedPrefix(ids) if ids else None
     model.eval()
     sums: list[float] = []
     for b in range(len(ds)):

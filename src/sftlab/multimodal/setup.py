@@ -125,6 +125,6 @@ def lora_targets(model, target_modules, layers: list[int] | None = None) -> str:
     if layers:
         from sftlab.model import check_lora_layers
 
-        check_lora_layers(layers, 1 + max((int(m.group(1)) for n in names if (m := re.search(r"\.layers\.(\d+)\.", n))), default=-1))
+        check_lora_layers(layers, model.config.get_text_config().num_hidden_layers)
     where = rf"(.*\.)?layers\.({'|'.join(str(i) for i in sorted(set(layers)))})\." if layers else ""
     return rf"^(.*\.)?language_model\.{where}.*\.({'|'.join(map(re.escape, wanted))})$"

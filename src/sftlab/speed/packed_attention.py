@@ -68,12 +68,11 @@ def packed_sdpa(module, query, key, value, attention_mask, **kwargs):
     past = key.shape[2] - query.shape[2]  # keys of a shared prefix in the cache (0 without one)
     if spans is None or (past == 0 and len(spans) == 1 and spans[0][1] < 2 * QUERY_CHUNK):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    if past:
-        outs = [_example_attention(module, query[:, :, s:e], torch.cat([key[:, :, :past], key[:, :, past + s:past + e]], 2),
-                                   torch.cat([value[:, :, :past], value[:, :, past + s:past + e]], 2), kwargs, past)
-                for s, e in spans]
-    else:
-        outs = [_example_attention(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], kwargs) for s, e in spans]
+
+    def own(t, s, e):  # an example's keys or values: the shared prefix's (if any), then its own
+        return torch.cat([t[:, :, :past], t[:, :, past + s:past + e]], 2) if past else t[:, :, s:e]
+
+    outs = [_example_attention(module, query[:, :, s:e], own(key, s, e), own(value, s, e), kwargs, past) for s, e in spans]
     return (torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]), None  # [B, T, heads, head_dim]
 
 

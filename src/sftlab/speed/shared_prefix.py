@@ -3,8 +3,9 @@
 Stage 1 of LLaVA-style training (feature alignment) trains only the projector (and perhaps the vision
 tower): the language model's weights never change, and every token before an example's first image
 token is fixed text through fixed weights. Chat data without a system message all start with the same
-tokens: SmolLM2's template writes its default system prompt and "<|im_start|>user\\n", 23 of the ~68
-tokens of a built-in caption example (34% of stage 1's forward and backward work).
+tokens: SmolLM2's template writes its default system prompt and "<|im_start|>user\\n", 24 of the ~68
+tokens of a built-in caption example (35% of stage 1's tokens; measured 1.08x per step:
+benchmarks/bench_shared_prefix.py).
 
 So those P tokens' keys and values are computed once (no gradients, in the training forward's own
 autocast and kernels) and every packed row keeps only its examples' remaining tokens: positions
@@ -51,6 +52,12 @@ def common_prefix(examples) -> int:
     return n
 
 
+def shared_prefix_ids(examples) -> list[int]:
+    """The token ids every example starts with that can be read once ([] when fewer than MIN_PREFIX)."""
+    P = common_prefix(examples)
+    return list(examples[0].input_ids[:P]) if P >= MIN_PREFIX else []
+
+
 def why_not(model, cfg) -> str | None:
     """Why the shared prefix cannot be used for this run (None: it can)."""
     from sftlab.speed.packed_attention import NAME
@@ -80,6 +87,7 @@ class SharedPrefix:
     def __init__(self, prefix: list[int]):
         self.prefix = torch.tensor(prefix, dtype=torch.long)
         self.kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.cache_arg = ""  # the forward's name for the cache, found with kv
         self.rows_shortened = self.rows_plain = 0
 
     def prepare(self, model, batch: Batch) -> Batch:
@@ -91,8 +99,9 @@ class SharedPrefix:
             return batch
         if self.kv is None:  # lazily: in a training run, inside the forward's autocast and kernels
             self.kv = prefix_kv(model, self.prefix.to(batch.input_ids.device))
+            self.cache_arg = cache_argument(model)
         self.rows_shortened += 1
-        short.extra = {**short.extra, cache_argument(model): prefix_cache(self.kv),
+        short.extra = {**short.extra, self.cache_arg: prefix_cache(self.kv),
                        "attention_mask": prefix_mask(short.position_ids, len(self.prefix))}
         return short
 
@@ -111,16 +120,15 @@ class SharedPrefixLoss(SharedPrefix):
 def strip_prefix(batch: Batch, prefix: torch.Tensor) -> Batch | None:
     """The packed row without each example's first P tokens (positions then start at P), or None when
     the batch is not one packed row whose every example starts with `prefix` and trains none of it."""
-    P = len(prefix)
-    if batch.attention_mask is not None or batch.input_ids.shape[0] != 1:
+    from sftlab.speed.packed_attention import example_spans
+
+    P, (B, L) = len(prefix), batch.input_ids.shape
+    spans = example_spans(batch.position_ids, L, L, B) if batch.attention_mask is None else None
+    if spans is None:
         return None
     pos, ids, labels = batch.position_ids[0], batch.input_ids[0], batch.labels[0]
-    starts = (pos == 0).nonzero().flatten().tolist()
-    if not starts or starts[0] != 0:
-        return None
-    ends = starts[1:] + [len(pos)]
     prefix = prefix.to(ids.device)
-    for s, e in zip(starts, ends):
+    for s, e in spans:
         if e - s <= P or not torch.equal(ids[s:s + P], prefix) or bool((labels[s:s + P] != IGNORE).any()):
             return None
     keep = pos >= P
@@ -165,17 +173,17 @@ def wrap(inner: Callable, model, cfg, examples, log=print) -> Callable:
     if not cfg.train.speed.shared_prefix:
         return inner
     reason = why_not(model, cfg)
-    P = 0 if reason else common_prefix(examples)
-    if reason is None and P < MIN_PREFIX:
-        reason = f"the examples share {P} leading tokens"
+    prefix = [] if reason else shared_prefix_ids(examples)
+    if reason is None and not prefix:
+        reason = f"the examples share fewer than {MIN_PREFIX} leading tokens"
     if reason:
         if getattr(extract_base(model).config, "vision_config", None):  # text runs: never applies, say nothing
             log(f"shared prefix: not used ({reason})")
         return inner
-    n = sum(len(r) for r in examples)
+    n, P = sum(len(r) for r in examples), len(prefix)
     log(f"shared prefix: the {P} tokens every example starts with run once (frozen language model): "
         f"{P * len(examples):,} of {n:,} training tokens ({P * len(examples) / n:.0%}) not recomputed each step")
-    return SharedPrefixLoss(inner, examples[0].input_ids[:P])
+    return SharedPrefixLoss(inner, prefix)
 
 
 def extract_base(model):
